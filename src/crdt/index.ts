@@ -1,0 +1,7 @@
+export * from "./types.js"
+export * from "./hash.js"
+export * from "./hlc.js"
+export * from "./merkle.js"
+export * from "./lww-map.js"
+export * from "./or-map.js"
+export * from "./pn-counter.js"

@@ -1,0 +1,102 @@
+/**
+ * Last-writer-wins map with its Merkle tree (protocol.md §4.2, §4.6). Pure: the caller observes
+ * timestamps in the HLC and supplies `storedAt` (the server HLC when it stores a version, behavior.md §2).
+ */
+import { compareTimestamps } from "./hlc.js"
+import { MerkleTree, lwwItemHash } from "./merkle.js"
+import type { LWWRecord, Timestamp } from "./types.js"
+
+export interface StoredLww {
+  readonly record: LWWRecord
+  /** Server storage time of this version; never leaves the server. */
+  readonly storedAt: Timestamp
+}
+
+/** `timestamp.millis + ttlMs < nowMs`; records without `ttlMs` never expire. */
+export function isExpired(record: LWWRecord, nowMs: number): boolean {
+  return record.ttlMs !== undefined && record.timestamp.millis + record.ttlMs < nowMs
+}
+
+/** Not a tombstone and not expired. */
+export function isVisible(record: LWWRecord, nowMs: number): boolean {
+  return record.value !== null && !isExpired(record, nowMs)
+}
+
+export class LWWMap {
+  readonly merkle = new MerkleTree()
+  private readonly items = new Map<string, StoredLww>()
+  /** Keys whose current record is a tombstone (GC candidates). */
+  private readonly tombstoneKeys = new Set<string>()
+  /** Keys whose current record is live and carries a TTL (TTL-sweep candidates). */
+  private readonly ttlKeys = new Set<string>()
+
+  get size(): number {
+    return this.items.size
+  }
+
+  get tombstoneCount(): number {
+    return this.tombstoneKeys.size
+  }
+
+  get(key: string): StoredLww | undefined {
+    return this.items.get(key)
+  }
+
+  entries(): IterableIterator<[string, StoredLww]> {
+    return this.items.entries()
+  }
+
+  keys(): IterableIterator<string> {
+    return this.items.keys()
+  }
+
+  /**
+   * Stores `record` iff there is no local record or it is strictly newer (equal timestamps keep the
+   * local one, so re-applying an op is a no-op). Returns whether the map changed.
+   */
+  merge(key: string, record: LWWRecord, storedAt: Timestamp): boolean {
+    const local = this.items.get(key)
+    if (local !== undefined && compareTimestamps(record.timestamp, local.record.timestamp) <= 0) return false
+    this.items.set(key, { record, storedAt })
+    if (record.value === null) this.tombstoneKeys.add(key)
+    else this.tombstoneKeys.delete(key)
+    if (record.value !== null && record.ttlMs !== undefined) this.ttlKeys.add(key)
+    else this.ttlKeys.delete(key)
+    this.merkle.update(key, lwwItemHash(key, record.timestamp))
+    return true
+  }
+
+  /** Bulk load from storage at startup (same rule as `merge`, so duplicate rows resolve deterministically). */
+  load(key: string, record: LWWRecord, storedAt: Timestamp): void {
+    this.merge(key, record, storedAt)
+  }
+
+  /** Removes a key entirely (GC prune); returns whether it existed. */
+  delete(key: string): boolean {
+    if (!this.items.delete(key)) return false
+    this.tombstoneKeys.delete(key)
+    this.ttlKeys.delete(key)
+    this.merkle.remove(key)
+    return true
+  }
+
+  /** Removes tombstones whose `storedAt < olderThan` (server storage time, not record time); returns their keys. */
+  pruneTombstones(olderThan: Timestamp): string[] {
+    const pruned: string[] = []
+    for (const key of this.tombstoneKeys) {
+      if (compareTimestamps(this.items.get(key)!.storedAt, olderThan) < 0) pruned.push(key)
+    }
+    for (const key of pruned) this.delete(key)
+    return pruned
+  }
+
+  /** Live records with a TTL that are expired at `nowMs` (the TTL sweep converts them to tombstones). */
+  expiredEntries(nowMs: number): Array<[string, StoredLww]> {
+    const out: Array<[string, StoredLww]> = []
+    for (const key of this.ttlKeys) {
+      const stored = this.items.get(key)!
+      if (isExpired(stored.record, nowMs)) out.push([key, stored])
+    }
+    return out
+  }
+}

@@ -1,0 +1,250 @@
+import { Data, Deferred, Effect } from "effect"
+import { isExpired, isVisible, LWWMap } from "../crdt/lww-map.js"
+import { ORMap } from "../crdt/or-map.js"
+import type { LWWRecord, MapType, ORMapRecord, Timestamp } from "../crdt/types.js"
+import { type Change, type ChangeOrigin, Changes } from "./Changes.js"
+import { Hlc } from "./Hlc.js"
+import { Storage, type StorageMutation } from "./Storage.js"
+import { PersistFailed, WriteBehind } from "./storage/write-behind.js"
+
+export class MapLoadFailed extends Data.TaggedError("MapLoadFailed")<{ readonly mapName: string; readonly message: string }> {}
+
+/** One named map: typed by its first write (or by storage), loaded once before it answers. */
+export interface MapState {
+  readonly name: string
+  type: MapType | undefined
+  readonly lww: LWWMap
+  readonly or: ORMap
+}
+
+/** Who is writing, for change attribution and SERVER_EVENT exclusion. */
+export interface WriteContext {
+  readonly origin: ChangeOrigin
+  readonly writerId?: string
+  /** The stored record differs from what the writer sent (re-stamp / resolver merge). */
+  readonly echoToWriter?: boolean
+}
+
+export interface VisibleRow {
+  readonly key: string
+  readonly value: unknown
+}
+
+/**
+ * The in-memory map store and the single apply path: every write of every origin (client ops, TTL,
+ * processors, push-diff, remote) goes through `applyLww` / `applyOrAdd` / `applyOrTombstone` /
+ * `mergeOrKey`, which merge, stamp `storedAt`, publish the change and stage its persistence — so no
+ * path can forget fan-out or storage.
+ */
+export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
+  effect: Effect.gen(function* () {
+    const hlc = (yield* Hlc).clock
+    const wall = (yield* Hlc).wallMillis
+    const changes = yield* Changes
+    const storage = yield* Storage
+    const writeBehind = yield* WriteBehind
+    const durable = storage.durable
+
+    const maps = new Map<string, MapState>()
+    const loading = new Map<string, Deferred.Deferred<MapState, MapLoadFailed>>()
+    /** Mutations of the current synchronous apply run, submitted together by `flushPersistence`. */
+    let staged: StorageMutation[] = []
+
+    const newState = (name: string): MapState => ({ name, type: undefined, lww: new LWWMap(), or: new ORMap() })
+
+    const load = (name: string): Effect.Effect<MapState, MapLoadFailed> =>
+      Effect.gen(function* () {
+        const state = newState(name)
+        if (durable) {
+          const loaded = yield* storage.loadMap(name).pipe(
+            Effect.mapError((e) => new MapLoadFailed({ mapName: name, message: e.message }))
+          )
+          state.type = loaded.mapType
+          for (const row of loaded.lww) state.lww.load(row.key, row.record, row.storedAt)
+          for (const t of loaded.orTombstones) state.or.loadTombstone(t.tag, t.storedAt)
+          for (const row of loaded.orRecords) state.or.loadRecord(row.key, row.record, row.storedAt)
+          for (const row of loaded.lww) hlc.update(row.record.timestamp)
+        }
+        return state
+      })
+
+    /** The map, loaded from storage on first touch; concurrent callers share one load. */
+    const get = (name: string): Effect.Effect<MapState, MapLoadFailed> => {
+      const existing = maps.get(name)
+      if (existing !== undefined) return Effect.succeed(existing)
+      const pending = loading.get(name)
+      if (pending !== undefined) return Deferred.await(pending)
+      return Effect.gen(function* () {
+        const deferred = yield* Deferred.make<MapState, MapLoadFailed>()
+        loading.set(name, deferred)
+        const exit = yield* Effect.exit(load(name))
+        loading.delete(name)
+        if (exit._tag === "Success") maps.set(name, exit.value)
+        yield* Deferred.done(deferred, exit)
+        return yield* exit
+      })
+    }
+
+    const fixType = (state: MapState, type: MapType): void => {
+      if (state.type !== undefined) return
+      state.type = type
+      if (durable) staged.push({ _tag: "MapType", mapName: state.name, mapType: type })
+    }
+
+    const lwwVisible = (state: MapState, key: string, now: number): unknown => {
+      const stored = state.lww.get(key)
+      return stored !== undefined && isVisible(stored.record, now) ? stored.record.value : undefined
+    }
+
+    const orVisible = (state: MapState, key: string, now: number): unknown => {
+      const values = state.or.liveValues(key, now)
+      return values.length > 0 ? values : undefined
+    }
+
+    /** The visible value of a key: LWW value, or the array of live OR values; undefined if none. */
+    const visibleValue = (state: MapState, key: string): unknown => {
+      const now = wall()
+      return state.type === "OR" ? orVisible(state, key, now) : lwwVisible(state, key, now)
+    }
+
+    /** Visible rows (tombstones and expired records excluded; OR values as arrays). */
+    function* rows(state: MapState): Generator<VisibleRow> {
+      const now = wall()
+      if (state.type === "LWW") {
+        for (const [key, stored] of state.lww.entries()) {
+          if (isVisible(stored.record, now)) yield { key, value: stored.record.value }
+        }
+      } else if (state.type === "OR") {
+        for (const key of state.or.keys()) {
+          const values = state.or.liveValues(key, now)
+          if (values.length > 0) yield { key, value: values }
+        }
+      }
+    }
+
+    const publish = (change: Change): void => changes.publish(change)
+
+    /** LWW merge; returns the change, or undefined when the record lost the merge (no effects). */
+    const applyLww = (state: MapState, key: string, record: LWWRecord, ctx: WriteContext): Change | undefined => {
+      fixType(state, "LWW")
+      const now = wall()
+      const before = lwwVisible(state, key, now)
+      const storedAt = hlc.now()
+      if (!state.lww.merge(key, record, storedAt)) return undefined
+      const after = isVisible(record, now) ? record.value : undefined
+      if (durable) staged.push({ _tag: "LwwPut", mapName: state.name, key, record, storedAt })
+      const change: Change = {
+        mapName: state.name,
+        mapType: "LWW",
+        key,
+        eventType: record.value === null ? "REMOVE" : "PUT",
+        record,
+        before,
+        after,
+        storedAt,
+        origin: ctx.origin,
+        echoToWriter: ctx.echoToWriter ?? false,
+        ...(ctx.writerId !== undefined ? { writerId: ctx.writerId } : {})
+      }
+      publish(change)
+      return change
+    }
+
+    const applyOrAdd = (state: MapState, key: string, record: ORMapRecord, ctx: WriteContext): Change | undefined => {
+      fixType(state, "OR")
+      const now = wall()
+      const before = orVisible(state, key, now)
+      const storedAt = hlc.now()
+      if (!state.or.apply(key, record, storedAt)) return undefined
+      if (durable) staged.push({ _tag: "OrPut", mapName: state.name, key, record, storedAt })
+      const change: Change = {
+        mapName: state.name,
+        mapType: "OR",
+        key,
+        eventType: "OR_ADD",
+        orRecord: record,
+        before,
+        after: orVisible(state, key, now),
+        storedAt,
+        origin: ctx.origin,
+        echoToWriter: ctx.echoToWriter ?? false,
+        ...(ctx.writerId !== undefined ? { writerId: ctx.writerId } : {})
+      }
+      publish(change)
+      return change
+    }
+
+    /**
+     * OR tombstone. A new tombstone is a change even when the tag matched no record (it is still
+     * broadcast, protocol.md §3.2.4); `key` is the op's key when the tag is unknown.
+     */
+    const applyOrTombstone = (
+      state: MapState,
+      opKey: string,
+      tag: string,
+      ctx: WriteContext,
+      /** Push-diff: a tombstone that removed no live record is stored but not announced. */
+      announceUnknownTag = true
+    ): Change | undefined => {
+      fixType(state, "OR")
+      const now = wall()
+      const holder = state.or.findKeyOfTag(tag) ?? opKey
+      const before = orVisible(state, holder, now)
+      const storedAt = hlc.now()
+      const result = state.or.applyTombstone(tag, storedAt)
+      if (!result.changed) return undefined
+      const key = result.key ?? holder
+      if (durable) {
+        if (result.key !== undefined) staged.push({ _tag: "OrRemove", mapName: state.name, key: result.key, tag })
+        for (const other of result.others ?? []) staged.push({ _tag: "OrRemove", mapName: state.name, key: other.key, tag })
+        staged.push({ _tag: "OrTombstone", mapName: state.name, tag, storedAt })
+      }
+      if (result.key === undefined && !announceUnknownTag) return undefined
+      const change: Change = {
+        mapName: state.name,
+        mapType: "OR",
+        key,
+        eventType: "OR_REMOVE",
+        orTag: tag,
+        before,
+        after: orVisible(state, key, now),
+        storedAt,
+        origin: ctx.origin,
+        echoToWriter: ctx.echoToWriter ?? false,
+        ...(ctx.writerId !== undefined ? { writerId: ctx.writerId } : {})
+      }
+      publish(change)
+      return change
+    }
+
+    /**
+     * Submits the mutations staged by the applies since the last call, as one write-behind entry.
+     * Call it in the same synchronous run as the applies so per-key storage order equals apply order.
+     * Returns an Effect that completes when they are durable (immediately when nothing was staged).
+     */
+    const flushPersistence = (): Effect.Effect<void, PersistFailed> => {
+      if (staged.length === 0) return Effect.void
+      const batch = staged
+      staged = []
+      const deferred = writeBehind.submitUnsafe(batch)
+      return Deferred.await(deferred)
+    }
+
+    return {
+      durable,
+      get,
+      peek: (name: string): MapState | undefined => maps.get(name),
+      all: (): IterableIterator<MapState> => maps.values(),
+      visibleValue,
+      rows,
+      applyLww,
+      applyOrAdd,
+      applyOrTombstone,
+      flushPersistence,
+      isExpired,
+      wallMillis: wall,
+      /** Timestamp helper for synthesized tombstones. */
+      now: (): Timestamp => hlc.now()
+    } as const
+  })
+}) {}

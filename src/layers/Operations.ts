@@ -1,0 +1,275 @@
+import { Effect, Exit } from "effect"
+import { parseTimestamp, timestampToString } from "../crdt/hlc.js"
+import type { LWWRecord, ORMapRecord, Timestamp, WriteConcern } from "../crdt/types.js"
+import { WRITE_CONCERN_ORDER } from "../crdt/types.js"
+import { validateClientOp } from "../protocol/client-op.js"
+import type { Principal } from "./Auth.js"
+import type { Connection } from "./Connections.js"
+import { Hlc } from "./Hlc.js"
+import { Maps, type MapState } from "./Maps.js"
+import { Security } from "./Security.js"
+import { ServerConfig } from "./ServerConfig.js"
+
+/** One op's outcome as reported in `OP_ACK.results` (protocol.md §3.0 OpResult). */
+export interface OpResult {
+  readonly opId: string
+  readonly success: boolean
+  readonly achievedLevel: WriteConcern
+  readonly error?: string
+}
+
+/** A refusal (also sent as OP_REJECTED / ERROR). */
+export interface OpRefusal {
+  readonly opId: string | undefined
+  readonly code: number
+  readonly reason: string
+}
+
+/** The outcome of a write message: refusals (sent at once) and the ack (possibly after persistence). */
+export interface WriteOutcome {
+  readonly refusals: ReadonlyArray<OpRefusal>
+  /** Results of the ops with an id, in op order, once every op reached its level or failed. */
+  readonly results: Effect.Effect<ReadonlyArray<OpResult>>
+  /** True when `results` completes without waiting (no PERSISTED op pending). */
+  readonly immediate: boolean
+}
+
+export interface WriteSource {
+  readonly principal: Principal
+  readonly connection?: Connection
+  readonly origin: "client" | "http"
+}
+
+const levelOf = (u: unknown): WriteConcern | undefined =>
+  typeof u === "string" && u in WRITE_CONCERN_ORDER ? (u as WriteConcern) : undefined
+
+const timeoutOf = (u: unknown): number | undefined =>
+  typeof u === "number" && Number.isFinite(u) && u >= 0 ? u : undefined
+
+/** Bounded set of original client timestamps already applied (timestamp mode `server`, protocol.md §4.1.5). */
+class DuplicateWindow {
+  private readonly seen = new Map<string, number>()
+  constructor(private readonly windowMs: number, private readonly maxEntries: number) {}
+  has(id: string, now: number): boolean {
+    const at = this.seen.get(id)
+    return at !== undefined && now - at <= this.windowMs
+  }
+  add(id: string, now: number): void {
+    this.seen.set(id, now)
+    if (this.seen.size > this.maxEntries) {
+      const oldest = this.seen.keys().next().value
+      if (oldest !== undefined) this.seen.delete(oldest)
+    }
+    // Expire from the front (insertion order = time order).
+    for (const [k, t] of this.seen) {
+      if (now - t <= this.windowMs) break
+      this.seen.delete(k)
+    }
+  }
+}
+
+/**
+ * The write pipeline of behavior.md §3.8–3.10 for CLIENT_OP, OP_BATCH, inbound-BATCH and HTTP ops:
+ * validate (shape → permission → drift) → map type → (re-stamp) → apply through `Maps` → write concern.
+ * Applies run synchronously in op order; only PERSISTED waits, off the connection's inbound fiber.
+ */
+export class Operations extends Effect.Service<Operations>()("tessera/Operations", {
+  effect: Effect.gen(function* () {
+    const config = yield* ServerConfig
+    const hlcService = yield* Hlc
+    const hlc = hlcService.clock
+    const wall = hlcService.wallMillis
+    const maps = yield* Maps
+    const security = yield* Security
+    const duplicates = new DuplicateWindow(config.duplicateWindowMs, 100_000)
+
+    /** Loads every map the ops name before the synchronous apply loop (reads and writes wait for loads). */
+    const loadMaps = (ops: ReadonlyArray<unknown>) => {
+      const names = new Set<string>()
+      for (const op of ops) {
+        const name = (op as { mapName?: unknown } | null)?.mapName
+        if (typeof name === "string" && maps.peek(name) === undefined) names.add(name)
+      }
+      return names.size === 0
+        ? Effect.succeed(new Map<string, string>())
+        : Effect.forEach(names, (name) => Effect.exit(maps.get(name)).pipe(Effect.map((exit) => [name, exit] as const)), {
+          concurrency: "unbounded"
+        }).pipe(
+          Effect.map((exits) => {
+            const failed = new Map<string, string>()
+            for (const [name, exit] of exits) {
+              if (Exit.isFailure(exit)) failed.set(name, `Failed to load map ${name}`)
+            }
+            return failed
+          })
+        )
+    }
+
+    /**
+     * Processes ops in order. `batchConcern` / `batchTimeout` are the OP_BATCH defaults.
+     */
+    const processOps = (
+      source: WriteSource,
+      ops: ReadonlyArray<unknown>,
+      batchConcern: WriteConcern | undefined,
+      batchTimeout: number | undefined
+    ): Effect.Effect<WriteOutcome> =>
+      Effect.gen(function* () {
+        const loadFailures = yield* loadMaps(ops)
+        const refusals: OpRefusal[] = []
+        const slots: Array<{ opId: string | undefined; result: OpResult | undefined; persistTimeout?: number }> = []
+        const writerId = source.connection?.id
+        let lastActive: Timestamp | undefined
+
+        for (const raw of ops) {
+          const rawId = (raw as { id?: unknown } | null)?.id
+          const opId = typeof rawId === "string" ? rawId : typeof rawId === "number" ? String(rawId) : undefined
+          const refuse = (code: number, reason: string) => {
+            refusals.push({ opId, code, reason })
+            slots.push({ opId, result: opId === undefined ? undefined : { opId, success: false, achievedLevel: "FIRE_AND_FORGET", error: reason } })
+          }
+          const validated = validateClientOp(raw)
+          if (!validated.ok) {
+            refuse(400, validated.reason)
+            continue
+          }
+          const { op, kind } = validated
+          const requested = levelOf(op.writeConcern) ?? batchConcern ?? "MEMORY"
+          const timeout = timeoutOf(op.timeout) ?? batchTimeout ?? config.writeAckTimeoutMs
+          const isLwwRemoval = kind === "REMOVE" || (kind === "PUT" && (op.record?.value ?? null) === null)
+          if (!security.checkPermission(source.principal, op.mapName, isLwwRemoval ? "REMOVE" : "PUT")) {
+            refuse(403, "Access Denied")
+            continue
+          }
+          const clientTs: Timestamp | undefined = kind === "OR_ADD"
+            ? op.orRecord!.timestamp
+            : kind === "OR_REMOVE"
+            ? undefined
+            : op.record != null
+            ? op.record.timestamp
+            : undefined
+          if (clientTs !== undefined) {
+            const ahead = clientTs.millis - wall()
+            if (ahead > config.maxDriftMs) {
+              refuse(400, `Timestamp drift: ${ahead} ms ahead of server time (max ${config.maxDriftMs} ms)`)
+              continue
+            }
+          }
+          // FIRE_AND_FORGET is reached: failures after this point are not reported for such ops.
+          const loadFailure = loadFailures.get(op.mapName)
+          if (loadFailure !== undefined) {
+            refuse(500, loadFailure)
+            continue
+          }
+          const state = maps.peek(op.mapName) as MapState
+          const isOrOp = kind === "OR_ADD" || kind === "OR_REMOVE"
+          if (state.type === "LWW" && isOrOp) {
+            refuse(409, "Map type mismatch: LWWMap but received OR op")
+            continue
+          }
+          if (state.type === "OR" && !isOrOp) {
+            refuse(409, "Map type mismatch: ORMap but received LWW op")
+            continue
+          }
+
+          let duplicate = false
+          if (clientTs !== undefined) {
+            hlc.update(clientTs)
+            if (config.timestampMode === "server") {
+              const original = timestampToString(clientTs)
+              const now = wall()
+              if (duplicates.has(original, now)) duplicate = true
+              else duplicates.add(original, now)
+            }
+          }
+          if (!duplicate) {
+            const restamp = config.timestampMode === "server" && clientTs !== undefined
+            const ctx = { origin: source.origin, ...(writerId !== undefined ? { writerId } : {}), echoToWriter: restamp } as const
+            switch (kind) {
+              case "PUT":
+              case "REMOVE": {
+                const record: LWWRecord = op.record == null
+                  ? { value: null, timestamp: hlc.now() }
+                  : kind === "REMOVE" || restamp
+                  ? { ...op.record, ...(kind === "REMOVE" ? { value: null } : {}), ...(restamp ? { timestamp: hlc.now() } : {}) }
+                  : op.record
+                maps.applyLww(state, op.key, record, ctx)
+                lastActive = record.timestamp
+                break
+              }
+              case "OR_ADD": {
+                const record: ORMapRecord = restamp ? { ...op.orRecord!, timestamp: hlc.now() } : op.orRecord!
+                maps.applyOrAdd(state, op.key, record, ctx)
+                lastActive = record.timestamp
+                break
+              }
+              case "OR_REMOVE": {
+                maps.applyOrTombstone(state, op.key, op.orTag!, ctx)
+                lastActive = parseTimestamp(op.orTag!) ?? lastActive
+                break
+              }
+            }
+          }
+          // APPLIED; a single node has no backups, so REPLICATED is reached with it.
+          if (opId === undefined) {
+            slots.push({ opId, result: undefined })
+          } else if (requested === "FIRE_AND_FORGET") {
+            slots.push({ opId, result: { opId, success: true, achievedLevel: "FIRE_AND_FORGET" } })
+          } else if (requested !== "PERSISTED") {
+            slots.push({ opId, result: { opId, success: true, achievedLevel: "REPLICATED" } })
+          } else if (!maps.durable) {
+            slots.push({ opId, result: { opId, success: false, achievedLevel: "REPLICATED", error: "PERSISTED not available: no durable storage configured" } })
+          } else {
+            slots.push({ opId, result: undefined, persistTimeout: timeout })
+          }
+        }
+        if (lastActive !== undefined && source.connection !== undefined) source.connection.lastActiveHlc = lastActive
+
+        // Same synchronous run as the applies: per-key storage order = apply order.
+        const persisted = maps.flushPersistence()
+        const pending = slots.filter((s) => s.persistTimeout !== undefined)
+        const collect = (): ReadonlyArray<OpResult> => {
+          const out: OpResult[] = []
+          for (const s of slots) if (s.result !== undefined) out.push(s.result)
+          return out
+        }
+        if (pending.length === 0) {
+          if (maps.durable) yield* Effect.forkDaemon(Effect.ignore(persisted))
+          return { refusals, results: Effect.sync(collect), immediate: true }
+        }
+        const results = Effect.forEach(pending, (slot) =>
+          persisted.pipe(
+            Effect.timeoutFail({
+              duration: slot.persistTimeout!,
+              onTimeout: () => ({ _tag: "Timeout" as const })
+            }),
+            Effect.match({
+              onSuccess: () => {
+                slot.result = { opId: slot.opId!, success: true, achievedLevel: "PERSISTED" }
+              },
+              onFailure: (e) => {
+                slot.result = {
+                  opId: slot.opId!,
+                  success: false,
+                  achievedLevel: "REPLICATED",
+                  error: e._tag === "Timeout" ? "Timeout: achieved REPLICATED, requested PERSISTED" : `Persistence failed: ${e.message}`
+                }
+              }
+            })
+          ), { concurrency: "unbounded", discard: true }).pipe(Effect.map(collect))
+        return { refusals, results, immediate: false }
+      })
+
+    return { processOps, levelOf, timeoutOf } as const
+  })
+}) {}
+
+/** Top-level `achievedLevel` of an OP_ACK: the lowest level among successful results (protocol.md §3.2.2). */
+export const lowestSuccessfulLevel = (results: ReadonlyArray<OpResult>): WriteConcern => {
+  let lowest: WriteConcern | undefined
+  for (const r of results) {
+    if (!r.success) continue
+    if (lowest === undefined || WRITE_CONCERN_ORDER[r.achievedLevel] < WRITE_CONCERN_ORDER[lowest]) lowest = r.achievedLevel
+  }
+  return lowest ?? "FIRE_AND_FORGET"
+}

@@ -1,0 +1,158 @@
+import { Effect, Match } from "effect"
+import type { ClientMessage } from "../protocol/schema.js"
+import type { Connection } from "./Connections.js"
+import { lowestSuccessfulLevel, Operations, type WriteOutcome } from "./Operations.js"
+import { Partitions } from "./Partitions.js"
+import { Sync } from "./Sync.js"
+
+type Handler<T extends ClientMessage["type"]> = (
+  connection: Connection,
+  message: Extract<ClientMessage, { type: T }>
+) => Effect.Effect<void>
+
+/**
+ * The single exhaustive dispatch over the client message union (architecture.md): adding a message
+ * type to the schema without a handler here is a compile error. Subsystems that are not built yet
+ * answer `ERROR 501`.
+ */
+export class Router extends Effect.Service<Router>()("tessera/Router", {
+  effect: Effect.gen(function* () {
+    const operations = yield* Operations
+    const sync = yield* Sync
+    const partitions = yield* Partitions
+
+    const notImplemented = (connection: Connection, message: ClientMessage) =>
+      Effect.sync(() =>
+        connection.send({ type: "ERROR", payload: { code: 501, message: `${message.type} is not implemented by this server yet` } })
+      )
+
+    const ignore = () => (_connection: Connection) => Effect.void
+
+    /** Sends refusals at once and the ack when every op reached its level (off the inbound fiber if it waits). */
+    const deliver = (connection: Connection, outcome: WriteOutcome, ack: (results: ReadonlyArray<import("./Operations.js").OpResult>) => void) => {
+      const send = outcome.results.pipe(Effect.map(ack))
+      return outcome.immediate ? send : Effect.forkDaemon(send).pipe(Effect.asVoid)
+    }
+
+    const clientOp: Handler<"CLIENT_OP"> = (connection, message) =>
+      operations.processOps({ principal: connection.principal!, connection, origin: "client" }, [message.payload], undefined, undefined).pipe(
+        Effect.flatMap((outcome) => {
+          const refusal = outcome.refusals[0]
+          if (refusal !== undefined) {
+            return Effect.sync(() => {
+              if (refusal.opId !== undefined) {
+                connection.send({ type: "OP_REJECTED", payload: { opId: refusal.opId, reason: refusal.reason, code: refusal.code } })
+              } else {
+                connection.send({ type: "ERROR", payload: { code: refusal.code, message: refusal.reason } })
+              }
+            })
+          }
+          return deliver(connection, outcome, (results) => {
+            const result = results[0]
+            if (result === undefined) return // no id: no OP_ACK
+            connection.send({ type: "OP_ACK", payload: { lastId: result.opId, achievedLevel: result.achievedLevel, results: [result] } })
+          })
+        })
+      )
+
+    const opBatch: Handler<"OP_BATCH"> = (connection, message) => {
+      const { ops } = message.payload
+      if (ops.length === 0) return Effect.void // nothing to acknowledge
+      return operations.processOps(
+        { principal: connection.principal!, connection, origin: "client" },
+        ops,
+        operations.levelOf(message.payload.writeConcern),
+        operations.timeoutOf(message.payload.timeout)
+      ).pipe(
+        Effect.flatMap((outcome) => {
+          for (const refusal of outcome.refusals) {
+            if (refusal.opId !== undefined) {
+              connection.send({ type: "OP_REJECTED", payload: { opId: refusal.opId, reason: refusal.reason, code: refusal.code } })
+            } else {
+              connection.send({ type: "ERROR", payload: { code: refusal.code, message: refusal.reason } })
+            }
+          }
+          let lastId = ""
+          for (let i = ops.length - 1; i >= 0; i--) {
+            const id = (ops[i] as { id?: unknown } | null)?.id
+            if (typeof id === "string" || typeof id === "number") {
+              lastId = String(id)
+              break
+            }
+          }
+          return deliver(connection, outcome, (results) =>
+            connection.send({ type: "OP_ACK", payload: { lastId, achievedLevel: lowestSuccessfulLevel(results), results } })
+          )
+        })
+      )
+    }
+
+    const route = Match.type<ClientMessage>().pipe(
+      Match.discriminatorsExhaustive("type")({
+        // Handled by Sessions before routing; present for exhaustiveness.
+        AUTH: ignore,
+        PING: ignore,
+        BATCH: ignore,
+        CLIENT_OP: (m) => (c: Connection) => clientOp(c, m),
+        OP_BATCH: (m) => (c: Connection) => opBatch(c, m),
+        SYNC_INIT: (m) => (c: Connection) => sync.syncInit(c, m.mapName, m.lastSyncTimestamp),
+        MERKLE_REQ_BUCKET: (m) => (c: Connection) => sync.merkleReqBucket(c, m.payload.mapName, m.payload.path),
+        ORMAP_SYNC_INIT: (m) => (c: Connection) => sync.orSyncInit(c, m.mapName, m.lastSyncTimestamp),
+        ORMAP_MERKLE_REQ_BUCKET: (m) => (c: Connection) => sync.orMerkleReqBucket(c, m.payload.mapName, m.payload.path),
+        ORMAP_DIFF_REQUEST: (m) => (c: Connection) => sync.orDiffRequest(c, m.payload.mapName, m.payload.keys),
+        ORMAP_PUSH_DIFF: (m) => (c: Connection) => sync.orPushDiff(c, m.payload.mapName, m.payload.entries),
+        QUERY_SUB: (m) => (c: Connection) => notImplemented(c, m),
+        QUERY_UNSUB: (m) => (c: Connection) => notImplemented(c, m),
+        SEARCH: (m) => (c: Connection) => notImplemented(c, m),
+        SEARCH_SUB: (m) => (c: Connection) => notImplemented(c, m),
+        SEARCH_UNSUB: (m) => (c: Connection) => notImplemented(c, m),
+        TOPIC_SUB: (m) => (c: Connection) => notImplemented(c, m),
+        TOPIC_UNSUB: (m) => (c: Connection) => notImplemented(c, m),
+        TOPIC_PUB: (m) => (c: Connection) => notImplemented(c, m),
+        LOCK_REQUEST: (m) => (c: Connection) => notImplemented(c, m),
+        LOCK_RELEASE: (m) => (c: Connection) => notImplemented(c, m),
+        COUNTER_REQUEST: (m) => (c: Connection) => notImplemented(c, m),
+        COUNTER_SYNC: (m) => (c: Connection) => notImplemented(c, m),
+        ENTRY_PROCESS: (m) => (c: Connection) => notImplemented(c, m),
+        ENTRY_PROCESS_BATCH: (m) => (c: Connection) => notImplemented(c, m),
+        REGISTER_RESOLVER: (m) => (c: Connection) => notImplemented(c, m),
+        UNREGISTER_RESOLVER: (m) => (c: Connection) => notImplemented(c, m),
+        LIST_RESOLVERS: (m) => (c: Connection) => notImplemented(c, m),
+        PARTITION_MAP_REQUEST: (m) => (c: Connection) => partitions.request(c, m.payload?.currentVersion),
+        JOURNAL_SUBSCRIBE: (m) => (c: Connection) => notImplemented(c, m),
+        JOURNAL_UNSUBSCRIBE: (m) => (c: Connection) => notImplemented(c, m),
+        JOURNAL_READ: (m) => (c: Connection) => notImplemented(c, m),
+        // [head] extensions (protocol.md §3.16): ignored or answered "not available" promptly.
+        DEVICE_HELLO: ignore,
+        CLIENT_APPLY_ACK: ignore,
+        QUERY_SYNC_INIT: ignore,
+        HYBRID_QUERY_SUBSCRIBE: ignore,
+        HYBRID_QUERY_UNSUBSCRIBE: ignore,
+        HYBRID_SEARCH_UNSUB: ignore,
+        SQL_QUERY: (m) => (c: Connection) =>
+          Effect.sync(() =>
+            c.send({ type: "SQL_QUERY_RESP", payload: { queryId: m.payload.queryId, columns: [], rows: [], code: "FEATURE_DISABLED", error: "SQL is not available on this server" } })
+          ),
+        VECTOR_SEARCH: (m) => (c: Connection) =>
+          Effect.sync(() =>
+            c.send({ type: "VECTOR_SEARCH_RESP", payload: { id: m.payload.id, results: [], totalCandidates: 0, searchTimeMs: 0, error: "Vector search is not available on this server" } })
+          ),
+        HYBRID_SEARCH: (m) => (c: Connection) =>
+          Effect.sync(() =>
+            c.send({ type: "HYBRID_SEARCH_RESP", payload: { requestId: m.payload.requestId, results: [], searchTimeMs: 0, error: "Hybrid search is not available on this server" } })
+          ),
+        HYBRID_SEARCH_SUB: (m) => (c: Connection) =>
+          Effect.sync(() =>
+            c.send({ type: "HYBRID_SEARCH_RESP", payload: { requestId: m.payload.subscriptionId, results: [], searchTimeMs: 0, error: "Hybrid search is not available on this server" } })
+          )
+      })
+    )
+
+    return {
+      route: (connection: Connection, message: ClientMessage): Effect.Effect<void> => {
+        const handler = route(message) as (c: Connection) => Effect.Effect<void>
+        return handler(connection)
+      }
+    } as const
+  })
+}) {}

@@ -1,0 +1,165 @@
+/**
+ * PostgreSQL store through `@effect/sql-pg`. Same tables and merge-aware upserts as the SQLite file
+ * (schema.ts), so several nodes may share one database (behavior.md §3.26). A batch is one transaction
+ * of a few multi-row statements; loads read key ranges as row arrays (`rowMode: "array"`).
+ */
+import * as Reactivity from "@effect/experimental/Reactivity"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import type * as SqlClient from "@effect/sql/SqlClient"
+import { type Context, Duration, Effect, Layer, Option, Redacted, type Stream } from "effect"
+import type { MapType } from "../../crdt/types.js"
+import type { LoadedChunk, LoadedLww, LoadedOrRecord, LoadedOrTombstone, Storage, StorageService } from "../Storage.js"
+import { describeCause, StorageError } from "./errors.js"
+import { migrationsTableSql, runMigrations } from "./migrations.js"
+import { batchStatements, decodeLww, decodeOrRecord, decodeOrTombstone, isMapType, NodeIdInterner, postgresDialect, T } from "./schema.js"
+import { collectMap, mapChunks, pages } from "./load.js"
+
+/** Value bytes per load chunk: bounds the memory a chunk of large values can take. */
+const CHUNK_VALUE_BUDGET = 32 * 1024 * 1024
+/** Serializes concurrent migrations of several nodes starting on one database. */
+const MIGRATION_LOCK_ID = 0x7e55e7a
+
+/** The URL without its password, for messages and logs. */
+export const redactUrl = (url: string): string => {
+  try {
+    const u = new URL(url)
+    if (u.password !== "") u.password = "***"
+    return u.toString()
+  } catch {
+    return "<invalid PostgreSQL URL>"
+  }
+}
+
+const failed = (what: string) => (e: unknown) => new StorageError({ message: `${what}: ${describeCause(e)}`, cause: e })
+
+const parseValue = (text: unknown): unknown => (text === null || text === undefined ? null : JSON.parse(String(text)))
+
+export const makePostgresStorage = (opts: { readonly url: string }) =>
+  Effect.gen(function*() {
+    const where = `PostgreSQL at ${redactUrl(opts.url)}`
+    const sql: SqlClient.SqlClient = yield* PgClient.make({
+      url: Redacted.make(opts.url),
+      connectTimeout: Duration.seconds(10),
+      applicationName: "tessera"
+    }).pipe(
+      Effect.provide(Reactivity.layer),
+      Effect.mapError(failed(`Cannot connect to ${where}`))
+    )
+    const unsafe = (text: string, args: ReadonlyArray<unknown>) => sql.unsafe(text, args as Array<unknown>)
+
+    // One transaction under an advisory lock: nodes starting together migrate one after the other.
+    yield* sql.withTransaction(
+      Effect.gen(function*() {
+        yield* unsafe(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_ID})`, [])
+        yield* runMigrations({
+          dialect: postgresDialect,
+          appliedVersions: Effect.gen(function*() {
+            yield* unsafe(migrationsTableSql(postgresDialect), [])
+            const rows = yield* unsafe(`SELECT version FROM ${T.migrations}`, []).values
+            return rows.map((r) => Number(r[0]))
+          }).pipe(Effect.mapError(failed(`Cannot read the schema version of ${where}`))),
+          apply: (m, statements) =>
+            Effect.gen(function*() {
+              for (const s of statements) yield* unsafe(s, [])
+              yield* unsafe(`INSERT INTO ${T.migrations} (version, name, applied_at) VALUES ($1, $2, $3)`, [m.version, m.name, Date.now()])
+            }).pipe(Effect.mapError(failed(`Migration ${m.version} (${m.name}) failed on ${where}`)))
+        })
+      })
+    ).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(failed(`Cannot migrate ${where}`)(e))))
+
+    /** Rows of one key range, bounded by `limit` rows and by the value bytes of the range. */
+    const rangeQuery = (table: string, cols: string, order: string, keyset: string | undefined, limitParam: number) =>
+      `SELECT ${cols} FROM (
+        SELECT *, sum(octet_length(value)) OVER (ORDER BY ${order} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+        FROM (SELECT * FROM ${table} WHERE map_name = $1 ${keyset === undefined ? "" : `AND ${keyset}`} ORDER BY ${order} LIMIT $${limitParam}) s
+      ) w WHERE coalesce(before, 0) < ${CHUNK_VALUE_BUDGET} ORDER BY ${order}`
+
+    const LWW_COLS = "key, value, ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id"
+    const OR_COLS = "key, tag, value, ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id"
+    const lwwFirst = rangeQuery(T.lww, LWW_COLS, "key", undefined, 2)
+    const lwwNext = rangeQuery(T.lww, LWW_COLS, "key", "key > $2", 3)
+    const orFirst = rangeQuery(T.orRecords, OR_COLS, "key, tag", undefined, 2)
+    const orNext = rangeQuery(T.orRecords, OR_COLS, "key, tag", "(key, tag) > ($2, $3)", 4)
+    const tombFirst = `SELECT tag, stored_millis, stored_counter, stored_node_id FROM ${T.orTombstones} WHERE map_name = $1 ORDER BY tag LIMIT $2`
+    const tombNext = `SELECT tag, stored_millis, stored_counter, stored_node_id FROM ${T.orTombstones} WHERE map_name = $1 AND tag > $2 ORDER BY tag LIMIT $3`
+
+    const fetchRows = (name: string, text: string, args: ReadonlyArray<unknown>) =>
+      unsafe(text, args).values.pipe(Effect.mapError(failed(`Cannot load map ${JSON.stringify(name)} from ${where}`)))
+
+    const streamMap = (name: string, chunkSize = 5000): Stream.Stream<LoadedChunk, StorageError> => {
+      const ids = new NodeIdInterner()
+      const last = (rows: ReadonlyArray<ReadonlyArray<unknown>>, n: number) =>
+        rows.length === 0 ? undefined : rows[rows.length - 1]!.slice(0, n)
+      const tombstones = pages<LoadedOrTombstone>((cursor) =>
+        Effect.map(
+          fetchRows(name, cursor === undefined ? tombFirst : tombNext, cursor === undefined ? [name, chunkSize] : [name, ...cursor, chunkSize]),
+          (rows) => ({ rows: rows.map((r) => decodeOrTombstone(ids, r[0] as string, r[1], r[2], r[3] as string)), last: last(rows, 1) })
+        )
+      )
+      const orRecords = pages<LoadedOrRecord>((cursor) =>
+        Effect.map(
+          fetchRows(name, cursor === undefined ? orFirst : orNext, cursor === undefined ? [name, chunkSize] : [name, ...cursor, chunkSize]),
+          (rows) => ({
+            rows: rows.map((r) =>
+              decodeOrRecord(ids, r[0] as string, r[1] as string, parseValue(r[2]), r[3], r[4], r[5] as string, r[6], r[7], r[8], r[9] as string)
+            ),
+            last: last(rows, 2)
+          })
+        )
+      )
+      const lww = pages<LoadedLww>((cursor) =>
+        Effect.map(
+          fetchRows(name, cursor === undefined ? lwwFirst : lwwNext, cursor === undefined ? [name, chunkSize] : [name, ...cursor, chunkSize]),
+          (rows) => ({
+            rows: rows.map((r) => decodeLww(ids, r[0] as string, parseValue(r[1]), r[2], r[3], r[4] as string, r[5], r[6], r[7], r[8] as string)),
+            last: last(rows, 1)
+          })
+        )
+      )
+      return mapChunks(tombstones, orRecords, lww)
+    }
+
+    const getMapType = (name: string): Effect.Effect<Option.Option<MapType>, StorageError> =>
+      unsafe(`SELECT map_type FROM ${T.maps} WHERE map_name = $1`, [name]).values.pipe(
+        Effect.map((rows) => Option.filter(Option.fromNullable(rows[0]?.[0]), isMapType)),
+        Effect.mapError(failed(`Cannot read the type of map ${JSON.stringify(name)} from ${where}`))
+      )
+
+    const service: StorageService = {
+      kind: "postgres",
+      durable: true,
+      listMaps: unsafe(`SELECT map_name, map_type FROM ${T.maps} ORDER BY map_name`, []).values.pipe(
+        Effect.map((rows) =>
+          rows.filter((r) => isMapType(r[1])).map((r) => ({ name: r[0] as string, mapType: r[1] as MapType }))
+        ),
+        Effect.mapError(failed(`Cannot list maps in ${where}`))
+      ),
+      loadMap: (name) => collectMap(getMapType(name), streamMap(name)),
+      streamMap,
+      getMapType,
+      write: (batch) => {
+        if (batch.length === 0) return Effect.void
+        return Effect.suspend(() => {
+          const statements = batchStatements(postgresDialect, batch)
+          return sql.withTransaction(Effect.forEach(statements, (s) => unsafe(s.sql, s.args), { discard: true }))
+        }).pipe(Effect.mapError(failed(`Cannot write ${batch.length} mutations to ${where}`)))
+      },
+      getMeta: (key) =>
+        unsafe(`SELECT value FROM ${T.meta} WHERE key = $1`, [key]).values.pipe(
+          Effect.map((rows) => Option.fromNullable(rows[0]?.[0] as string | undefined)),
+          Effect.mapError(failed(`Cannot read meta ${JSON.stringify(key)} from ${where}`))
+        ),
+      metaByPrefix: (prefix) =>
+        unsafe(`SELECT key, value FROM ${T.meta} WHERE starts_with(key, $1) ORDER BY key`, [prefix]).values.pipe(
+          Effect.map((rows) => rows.map((r) => [r[0] as string, r[1] as string] as const)),
+          Effect.mapError(failed(`Cannot read meta with prefix ${JSON.stringify(prefix)} from ${where}`))
+        ),
+      ping: unsafe("SELECT 1", []).pipe(Effect.asVoid, Effect.mapError(failed(`${where} does not answer`)))
+    }
+    return service
+  })
+
+export const makePostgresLayer = (
+  tag: Context.Tag<Storage, StorageService>,
+  opts: { readonly url: string }
+): Layer.Layer<Storage, StorageError> => Layer.scoped(tag, makePostgresStorage(opts))

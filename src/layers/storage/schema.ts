@@ -1,0 +1,299 @@
+/**
+ * Table names, row codecs and the translation of a mutation batch into a few multi-row SQL statements,
+ * shared by the SQLite and PostgreSQL layers. Plain code: it runs once per row on the hot paths (write
+ * batches, cold loads).
+ *
+ * Values are stored as the JSON text of the value (LWW tombstone: SQL NULL), timestamps as three columns.
+ * Merge awareness (behavior.md §3.26), identical in every layer:
+ * - LWW row: replaced only when the incoming HLC is larger, comparing (millis, counter, nodeId). Node ids
+ *   are compared byte-wise (SQLite BINARY, PostgreSQL `COLLATE "C"`), which equals the JavaScript string
+ *   order for node ids (lowercase ASCII letters, digits and `-`).
+ * - OR record: not inserted when its tag is tombstoned in that map; a same-tag record is replaced only by
+ *   a larger HLC. A tombstone keeps its first `storedAt` and deletes the map's records with that tag.
+ * - Map type: the first one wins. Meta: the last write wins.
+ */
+import type { LWWRecord, MapType, ORMapRecord, Timestamp } from "../../crdt/types.js"
+import type { LoadedLww, LoadedOrRecord, LoadedOrTombstone, StorageMutation } from "../Storage.js"
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/
+
+/** Table names are interpolated into SQL, so they are checked once here (behavior.md §3.13). */
+export const identifier = (name: string): string => {
+  if (!IDENTIFIER.test(name)) throw new Error(`Invalid SQL identifier: ${JSON.stringify(name)}`)
+  return name
+}
+
+export const T = {
+  lww: identifier("tessera_lww"),
+  orRecords: identifier("tessera_or_records"),
+  orTombstones: identifier("tessera_or_tombstones"),
+  maps: identifier("tessera_maps"),
+  meta: identifier("tessera_meta"),
+  migrations: identifier("tessera_migrations")
+} as const
+
+export interface SqlStatement {
+  readonly sql: string
+  readonly args: Array<string | number | null>
+}
+
+/** How the two dialects spell a bind parameter; PostgreSQL casts so VALUES lists get column types. */
+export interface Dialect {
+  readonly name: "sqlite" | "postgres"
+  /** `n` is 1-based. */
+  readonly param: (n: number, type: "text" | "int" | "bigint") => string
+}
+
+export const sqliteDialect: Dialect = { name: "sqlite", param: () => "?" }
+export const postgresDialect: Dialect = { name: "postgres", param: (n, type) => `$${n}::${type}` }
+
+// ---------------------------------------------------------------------------------------------------------
+// Value codec
+
+/** JSON text of a value; `undefined` (never valid in a record) is stored as JSON null. */
+export const encodeValue = (value: unknown): string => JSON.stringify(value) ?? "null"
+
+const encodeLwwValue = (record: LWWRecord): string | null => (record.value === null ? null : encodeValue(record.value))
+
+/**
+ * Node ids repeat across millions of rows: sharing one string per id keeps a cold load compact.
+ * Bounded so a store full of distinct ids cannot grow it without limit.
+ */
+export class NodeIdInterner {
+  private readonly ids = new Map<string, string>()
+  intern(id: string): string {
+    const known = this.ids.get(id)
+    if (known !== undefined) return known
+    if (this.ids.size < 4096) this.ids.set(id, id)
+    return id
+  }
+}
+
+const timestamp = (millis: number, counter: number, nodeId: string): Timestamp => ({ millis, counter, nodeId })
+
+/** `storedAt` equal to the record's own timestamp shares its object (server timestamp mode). */
+const storedAtOf = (ts: Timestamp, millis: number, counter: number, nodeId: string): Timestamp =>
+  ts.millis === millis && ts.counter === counter && ts.nodeId === nodeId ? ts : timestamp(millis, counter, nodeId)
+
+const toNumber = (v: unknown): number => (typeof v === "number" ? v : Number(v))
+
+/** Builds a loaded LWW row from column values (ints may arrive as strings from PostgreSQL's BIGINT). */
+export const decodeLww = (
+  ids: NodeIdInterner,
+  key: string,
+  value: unknown,
+  millis: unknown,
+  counter: unknown,
+  nodeId: string,
+  ttlMs: unknown,
+  sMillis: unknown,
+  sCounter: unknown,
+  sNodeId: string
+): LoadedLww => {
+  const ts = timestamp(toNumber(millis), toNumber(counter), ids.intern(nodeId))
+  const storedAt = storedAtOf(ts, toNumber(sMillis), toNumber(sCounter), ids.intern(sNodeId))
+  const record: LWWRecord = ttlMs === null || ttlMs === undefined
+    ? { value, timestamp: ts }
+    : { value, timestamp: ts, ttlMs: toNumber(ttlMs) }
+  return { key, record, storedAt }
+}
+
+export const decodeOrRecord = (
+  ids: NodeIdInterner,
+  key: string,
+  tag: string,
+  value: unknown,
+  millis: unknown,
+  counter: unknown,
+  nodeId: string,
+  ttlMs: unknown,
+  sMillis: unknown,
+  sCounter: unknown,
+  sNodeId: string
+): LoadedOrRecord => {
+  const ts = timestamp(toNumber(millis), toNumber(counter), ids.intern(nodeId))
+  const storedAt = storedAtOf(ts, toNumber(sMillis), toNumber(sCounter), ids.intern(sNodeId))
+  const record: ORMapRecord = ttlMs === null || ttlMs === undefined
+    ? { value, timestamp: ts, tag }
+    : { value, timestamp: ts, tag, ttlMs: toNumber(ttlMs) }
+  return { key, record, storedAt }
+}
+
+export const decodeOrTombstone = (
+  ids: NodeIdInterner,
+  tag: string,
+  sMillis: unknown,
+  sCounter: unknown,
+  sNodeId: string
+): LoadedOrTombstone => ({ tag, storedAt: timestamp(toNumber(sMillis), toNumber(sCounter), ids.intern(sNodeId)) })
+
+export const isMapType = (s: unknown): s is MapType => s === "LWW" || s === "OR"
+
+// ---------------------------------------------------------------------------------------------------------
+// Mutation batch → statements
+
+/** Rows per multi-row statement: far below both engines' bind-parameter limits (SQLite 32766, PG 65535). */
+const ROWS_PER_STATEMENT = 400
+
+type Tag = StorageMutation["_tag"]
+
+/** The row a mutation touches, for splitting a run where one row would be written twice by one statement. */
+const rowIdentity = (m: StorageMutation): string => {
+  switch (m._tag) {
+    case "LwwPut":
+    case "LwwDelete":
+      return `${m.mapName}\u0000${m.key}`
+    case "OrPut":
+      return `${m.mapName}\u0000${m.key}\u0000${m.record.tag}`
+    case "OrRemove":
+      return `${m.mapName}\u0000${m.key}\u0000${m.tag}`
+    case "OrTombstone":
+    case "OrPruneTombstone":
+      return `${m.mapName}\u0000${m.tag}`
+    case "MapType":
+      return m.mapName
+    case "Meta":
+      return m.key
+  }
+}
+
+/** Splits the batch into runs of one mutation kind with distinct rows; runs keep batch order. */
+const runs = (batch: ReadonlyArray<StorageMutation>): Array<Array<StorageMutation>> => {
+  const out: Array<Array<StorageMutation>> = []
+  let current: Array<StorageMutation> = []
+  let tag: Tag | undefined
+  let seen = new Set<string>()
+  for (const m of batch) {
+    const id = rowIdentity(m)
+    if (m._tag !== tag || current.length >= ROWS_PER_STATEMENT || seen.has(id)) {
+      if (current.length > 0) out.push(current)
+      current = []
+      seen = new Set()
+      tag = m._tag
+    }
+    current.push(m)
+    seen.add(id)
+  }
+  if (current.length > 0) out.push(current)
+  return out
+}
+
+type ColType = "text" | "int" | "bigint"
+
+/** `(p1, p2, ...), (...)` for `rows` rows of the given column types, numbering from 1. */
+const valuesList = (d: Dialect, rows: number, types: ReadonlyArray<ColType>): string => {
+  const parts: Array<string> = []
+  let n = 1
+  for (let r = 0; r < rows; r++) {
+    const cols: Array<string> = []
+    for (const type of types) cols.push(d.param(n++, type))
+    parts.push(`(${cols.join(",")})`)
+  }
+  return parts.join(",")
+}
+
+const LWW_COLS = "map_name,key,value,ts_millis,ts_counter,ts_node_id,ttl_ms,stored_millis,stored_counter,stored_node_id"
+const LWW_TYPES: ReadonlyArray<ColType> = ["text", "text", "text", "bigint", "int", "text", "bigint", "bigint", "int", "text"]
+const OR_COLS = "map_name,key,tag,value,ts_millis,ts_counter,ts_node_id,ttl_ms,stored_millis,stored_counter,stored_node_id"
+const OR_TYPES: ReadonlyArray<ColType> = ["text", "text", "text", "text", "bigint", "int", "text", "bigint", "bigint", "int", "text"]
+
+const updateAll = (cols: string, skip: ReadonlyArray<string>): string =>
+  cols.split(",").filter((c) => !skip.includes(c)).map((c) => `${c}=excluded.${c}`).join(",")
+
+const newerThan = (table: string): string =>
+  `(excluded.ts_millis,excluded.ts_counter,excluded.ts_node_id) > (${table}.ts_millis,${table}.ts_counter,${table}.ts_node_id)`
+
+const statementFor = (d: Dialect, run: ReadonlyArray<StorageMutation>): Array<SqlStatement> => {
+  const first = run[0]!
+  const args: Array<string | number | null> = []
+  switch (first._tag) {
+    case "LwwPut": {
+      for (const m of run as ReadonlyArray<Extract<StorageMutation, { _tag: "LwwPut" }>>) {
+        const r = m.record
+        args.push(m.mapName, m.key, encodeLwwValue(r), r.timestamp.millis, r.timestamp.counter, r.timestamp.nodeId,
+          r.ttlMs ?? null, m.storedAt.millis, m.storedAt.counter, m.storedAt.nodeId)
+      }
+      return [{
+        sql: `INSERT INTO ${T.lww} (${LWW_COLS}) VALUES ${valuesList(d, run.length, LWW_TYPES)} ` +
+          `ON CONFLICT (map_name,key) DO UPDATE SET ${updateAll(LWW_COLS, ["map_name", "key"])} WHERE ${newerThan(T.lww)}`,
+        args
+      }]
+    }
+    case "LwwDelete": {
+      for (const m of run as ReadonlyArray<Extract<StorageMutation, { _tag: "LwwDelete" }>>) args.push(m.mapName, m.key)
+      return [{
+        sql: `DELETE FROM ${T.lww} WHERE (map_name,key) IN (VALUES ${valuesList(d, run.length, ["text", "text"])})`,
+        args
+      }]
+    }
+    case "OrPut": {
+      for (const m of run as ReadonlyArray<Extract<StorageMutation, { _tag: "OrPut" }>>) {
+        const r = m.record
+        args.push(m.mapName, m.key, r.tag, encodeValue(r.value), r.timestamp.millis, r.timestamp.counter, r.timestamp.nodeId,
+          r.ttlMs ?? null, m.storedAt.millis, m.storedAt.counter, m.storedAt.nodeId)
+      }
+      // A tombstoned tag is never re-added (the WHERE also disambiguates SQLite's INSERT…SELECT…ON CONFLICT).
+      return [{
+        sql: `INSERT INTO ${T.orRecords} (${OR_COLS}) SELECT * FROM (VALUES ${valuesList(d, run.length, OR_TYPES)}) AS v ` +
+          `WHERE NOT EXISTS (SELECT 1 FROM ${T.orTombstones} t WHERE t.map_name = v.column1 AND t.tag = v.column3) ` +
+          `ON CONFLICT (map_name,key,tag) DO UPDATE SET ${updateAll(OR_COLS, ["map_name", "key", "tag"])} WHERE ${newerThan(T.orRecords)}`,
+        args
+      }]
+    }
+    case "OrRemove": {
+      for (const m of run as ReadonlyArray<Extract<StorageMutation, { _tag: "OrRemove" }>>) args.push(m.mapName, m.key, m.tag)
+      return [{
+        sql: `DELETE FROM ${T.orRecords} WHERE (map_name,key,tag) IN (VALUES ${valuesList(d, run.length, ["text", "text", "text"])})`,
+        args
+      }]
+    }
+    case "OrTombstone": {
+      const tagArgs: Array<string> = []
+      for (const m of run as ReadonlyArray<Extract<StorageMutation, { _tag: "OrTombstone" }>>) {
+        args.push(m.mapName, m.tag, m.storedAt.millis, m.storedAt.counter, m.storedAt.nodeId)
+        tagArgs.push(m.mapName, m.tag)
+      }
+      return [
+        {
+          sql: `INSERT INTO ${T.orTombstones} (map_name,tag,stored_millis,stored_counter,stored_node_id) ` +
+            `VALUES ${valuesList(d, run.length, ["text", "text", "bigint", "int", "text"])} ON CONFLICT (map_name,tag) DO NOTHING`,
+          args
+        },
+        {
+          sql: `DELETE FROM ${T.orRecords} WHERE (map_name,tag) IN (VALUES ${valuesList(d, run.length, ["text", "text"])})`,
+          args: tagArgs
+        }
+      ]
+    }
+    case "OrPruneTombstone": {
+      for (const m of run as ReadonlyArray<Extract<StorageMutation, { _tag: "OrPruneTombstone" }>>) args.push(m.mapName, m.tag)
+      return [{
+        sql: `DELETE FROM ${T.orTombstones} WHERE (map_name,tag) IN (VALUES ${valuesList(d, run.length, ["text", "text"])})`,
+        args
+      }]
+    }
+    case "MapType": {
+      for (const m of run as ReadonlyArray<Extract<StorageMutation, { _tag: "MapType" }>>) args.push(m.mapName, m.mapType)
+      return [{
+        sql: `INSERT INTO ${T.maps} (map_name,map_type) VALUES ${valuesList(d, run.length, ["text", "text"])} ` +
+          `ON CONFLICT (map_name) DO NOTHING`,
+        args
+      }]
+    }
+    case "Meta": {
+      for (const m of run as ReadonlyArray<Extract<StorageMutation, { _tag: "Meta" }>>) args.push(m.key, m.value)
+      return [{
+        sql: `INSERT INTO ${T.meta} (key,value) VALUES ${valuesList(d, run.length, ["text", "text"])} ` +
+          `ON CONFLICT (key) DO UPDATE SET value=excluded.value`,
+        args
+      }]
+    }
+  }
+}
+
+/** The statements that apply `batch` in order; run them in one transaction. */
+export const batchStatements = (d: Dialect, batch: ReadonlyArray<StorageMutation>): Array<SqlStatement> => {
+  const out: Array<SqlStatement> = []
+  for (const run of runs(batch)) for (const s of statementFor(d, run)) out.push(s)
+  return out
+}

@@ -1,0 +1,182 @@
+/**
+ * The default store: a SQLite-compatible file `<dataDir>/tessera.db` through `@effect/sql-libsql`
+ * (prebuilt binaries, nothing to compile on install).
+ *
+ * Two paths go straight to the libsql client the SQL client wraps, because they run per row:
+ * - `write`: the whole batch is one `batch(..., "write")` call — BEGIN IMMEDIATE, a few multi-row
+ *   statements, COMMIT — executed natively in one go.
+ * - loads: each chunk is ONE row holding a JSON array built by SQLite (`json_group_array`), parsed with
+ *   one `JSON.parse`. libsql builds a property-defined object per row and column otherwise, which alone
+ *   would take seconds for a million rows. Chunks are bounded by row count and by value bytes.
+ * Everything else (metadata, map types, readiness) uses the `SqlClient`.
+ */
+import * as Reactivity from "@effect/experimental/Reactivity"
+import * as LibsqlClient from "@effect/sql-libsql/LibsqlClient"
+import type * as SqlClient from "@effect/sql/SqlClient"
+import * as Libsql from "@libsql/client"
+import { type Context, Effect, Layer, Option, Stream } from "effect"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import { pathToFileURL } from "node:url"
+import type { MapType } from "../../crdt/types.js"
+import type { LoadedChunk, LoadedLww, LoadedMap, LoadedOrRecord, LoadedOrTombstone, Storage, StorageService } from "../Storage.js"
+import { describeCause, StorageError, storageError } from "./errors.js"
+import { collectMap, mapChunks, pages } from "./load.js"
+import { migrationsTableSql, runMigrations } from "./migrations.js"
+import {
+  batchStatements,
+  decodeLww,
+  decodeOrRecord,
+  decodeOrTombstone,
+  isMapType,
+  NodeIdInterner,
+  sqliteDialect,
+  T
+} from "./schema.js"
+
+export const SQLITE_FILE_NAME = "tessera.db"
+
+/** Value characters per load chunk: keeps the chunk's JSON string far below V8's string limit. */
+const CHUNK_VALUE_BUDGET = 32 * 1024 * 1024
+
+export const makeSqliteStorage = (opts: { readonly dataDir: string }) =>
+  Effect.gen(function*() {
+    const dir = path.resolve(opts.dataDir)
+    const file = path.join(dir, SQLITE_FILE_NAME)
+    yield* Effect.tryPromise({
+      try: () => fs.mkdir(dir, { recursive: true }),
+      catch: storageError(`Cannot create the data directory ${dir}`)
+    })
+    const openFailed = storageError(`Cannot open the SQLite store at ${file}`)
+    const sdk = yield* Effect.acquireRelease(
+      Effect.try({ try: () => Libsql.createClient({ url: pathToFileURL(file).href, intMode: "number" }), catch: openFailed }),
+      (client) => Effect.sync(() => client.close())
+    )
+    const exec = (what: string, stmt: Libsql.InStatement) =>
+      Effect.tryPromise({ try: () => sdk.execute(stmt), catch: storageError(what) })
+
+    // A garbage or foreign file fails here (SQLITE_NOTADB), before anything is read or written.
+    for (const pragma of ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000"]) {
+      yield* Effect.tryPromise({ try: () => sdk.execute(pragma), catch: openFailed })
+    }
+    yield* runMigrations({
+      dialect: sqliteDialect,
+      appliedVersions: Effect.gen(function*() {
+        yield* exec(`Cannot prepare the SQLite store at ${file}`, migrationsTableSql(sqliteDialect))
+        const rs = yield* exec(`Cannot read the schema version of ${file}`, `SELECT version FROM ${T.migrations}`)
+        return rs.rows.map((r) => Number(r[0]))
+      }),
+      apply: (m, statements) =>
+        Effect.tryPromise({
+          try: () =>
+            sdk.batch([
+              ...statements,
+              { sql: `INSERT INTO ${T.migrations} (version, name, applied_at) VALUES (?, ?, ?)`, args: [m.version, m.name, Date.now()] }
+            ], "write"),
+          catch: storageError(`Migration ${m.version} (${m.name}) failed on ${file}`)
+        }).pipe(Effect.asVoid)
+    }).pipe(Effect.mapError((e) => e.message.includes(file) ? e : new StorageError({ message: `${file}: ${e.message}`, cause: e })))
+
+    const sql: SqlClient.SqlClient = yield* LibsqlClient.make({ liveClient: sdk }).pipe(Effect.provide(Reactivity.layer))
+    const sqlFailed = (what: string) => (e: unknown) => new StorageError({ message: `${what}: ${describeCause(e)}`, cause: e })
+
+    /** One chunk as a single JSON text: `json_group_array(json_array(<cols>) ORDER BY <order>)`. */
+    const chunkQuery = (table: string, cols: string, order: string, keyset: string | undefined) =>
+      `SELECT json_group_array(json_array(${cols}) ORDER BY ${order}) FROM (
+        SELECT * FROM (
+          SELECT *, sum(length(value)) OVER (ORDER BY ${order} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+          FROM (SELECT * FROM ${table} WHERE map_name = ? ${keyset === undefined ? "" : `AND ${keyset}`} ORDER BY ${order} LIMIT ?)
+        ) WHERE coalesce(before, 0) < ${CHUNK_VALUE_BUDGET})`
+    const tombstoneQuery = (keyset: boolean) =>
+      `SELECT json_group_array(json_array(tag, stored_millis, stored_counter, stored_node_id) ORDER BY tag) FROM (
+        SELECT * FROM ${T.orTombstones} WHERE map_name = ? ${keyset ? "AND tag > ?" : ""} ORDER BY tag LIMIT ?)`
+
+    const LWW_COLS = "key, ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id, json(value)"
+    const OR_COLS = "key, tag, ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id, json(value)"
+    const lwwFirst = chunkQuery(T.lww, LWW_COLS, "key", undefined)
+    const lwwNext = chunkQuery(T.lww, LWW_COLS, "key", "key > ?")
+    const orFirst = chunkQuery(T.orRecords, OR_COLS, "key, tag", undefined)
+    const orNext = chunkQuery(T.orRecords, OR_COLS, "key, tag", "(key, tag) > (?, ?)")
+    const tombFirst = tombstoneQuery(false)
+    const tombNext = tombstoneQuery(true)
+
+    const fetchJsonChunk = (name: string, sqlText: string, args: Array<Libsql.InValue>) =>
+      Effect.map(
+        exec(`Cannot load map ${JSON.stringify(name)} from ${file}`, { sql: sqlText, args }),
+        (rs) => JSON.parse(String(rs.rows[0]?.[0] ?? "[]")) as Array<Array<any>>
+      )
+
+    const streamMap = (name: string, chunkSize = 5000): Stream.Stream<LoadedChunk, StorageError> => {
+      const ids = new NodeIdInterner()
+      const tombstones = pages<LoadedOrTombstone>((cursor) =>
+        Effect.map(
+          fetchJsonChunk(name, cursor === undefined ? tombFirst : tombNext, cursor === undefined ? [name, chunkSize] : [name, cursor[0] as string, chunkSize]),
+          (arr) => ({
+            rows: arr.map((r) => decodeOrTombstone(ids, r[0], r[1], r[2], r[3])),
+            last: arr.length === 0 ? undefined : [arr[arr.length - 1]![0]]
+          })
+        )
+      )
+      const orRecords = pages<LoadedOrRecord>((cursor) =>
+        Effect.map(
+          fetchJsonChunk(name, cursor === undefined ? orFirst : orNext, cursor === undefined ? [name, chunkSize] : [name, cursor[0] as string, cursor[1] as string, chunkSize]),
+          (arr) => ({
+            rows: arr.map((r) => decodeOrRecord(ids, r[0], r[1], r[9], r[2], r[3], r[4], r[5], r[6], r[7], r[8])),
+            last: arr.length === 0 ? undefined : [arr[arr.length - 1]![0], arr[arr.length - 1]![1]]
+          })
+        )
+      )
+      const lww = pages<LoadedLww>((cursor) =>
+        Effect.map(
+          fetchJsonChunk(name, cursor === undefined ? lwwFirst : lwwNext, cursor === undefined ? [name, chunkSize] : [name, cursor[0] as string, chunkSize]),
+          (arr) => ({
+            rows: arr.map((r) => decodeLww(ids, r[0], r[8], r[1], r[2], r[3], r[4], r[5], r[6], r[7])),
+            last: arr.length === 0 ? undefined : [arr[arr.length - 1]![0]]
+          })
+        )
+      )
+      return mapChunks(tombstones, orRecords, lww)
+    }
+
+    const getMapType = (name: string): Effect.Effect<Option.Option<MapType>, StorageError> =>
+      sql<{ map_type: string }>`SELECT map_type FROM ${sql(T.maps)} WHERE map_name = ${name}`.pipe(
+        Effect.map((rows) => Option.filter(Option.fromNullable(rows[0]?.map_type), isMapType)),
+        Effect.mapError(sqlFailed(`Cannot read the type of map ${JSON.stringify(name)}`))
+      )
+
+    const service: StorageService = {
+      kind: "sqlite",
+      durable: true,
+      listMaps: sql<{ map_name: string; map_type: string }>`SELECT map_name, map_type FROM ${sql(T.maps)} ORDER BY map_name`.pipe(
+        Effect.map((rows) => rows.filter((r) => isMapType(r.map_type)).map((r) => ({ name: r.map_name, mapType: r.map_type as MapType }))),
+        Effect.mapError(sqlFailed("Cannot list maps"))
+      ),
+      loadMap: (name) => collectMap(getMapType(name), streamMap(name)),
+      streamMap,
+      getMapType,
+      write: (batch) =>
+        batch.length === 0
+          ? Effect.void
+          : Effect.tryPromise({
+            try: () => sdk.batch(batchStatements(sqliteDialect, batch), "write"),
+            catch: storageError(`Cannot write ${batch.length} mutations to ${file}`)
+          }).pipe(Effect.asVoid),
+      getMeta: (key) =>
+        sql<{ value: string }>`SELECT value FROM ${sql(T.meta)} WHERE key = ${key}`.pipe(
+          Effect.map((rows) => Option.fromNullable(rows[0]?.value)),
+          Effect.mapError(sqlFailed(`Cannot read meta ${JSON.stringify(key)}`))
+        ),
+      metaByPrefix: (prefix) =>
+        sql<{ key: string; value: string }>`SELECT key, value FROM ${sql(T.meta)} WHERE substr(key, 1, length(${prefix})) = ${prefix} ORDER BY key`.pipe(
+          Effect.map((rows) => rows.map((r) => [r.key, r.value] as const)),
+          Effect.mapError(sqlFailed(`Cannot read meta with prefix ${JSON.stringify(prefix)}`))
+        ),
+      ping: sql`SELECT 1`.pipe(Effect.asVoid, Effect.mapError(sqlFailed(`The SQLite store at ${file} does not answer`)))
+    }
+    return service
+  })
+
+export const makeSqliteLayer = (
+  tag: Context.Tag<Storage, StorageService>,
+  opts: { readonly dataDir: string }
+): Layer.Layer<Storage, StorageError> => Layer.scoped(tag, makeSqliteStorage(opts))

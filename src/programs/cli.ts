@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+import { Command } from "@effect/cli"
+import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import { Cause, Context, Deferred, Effect, Exit, Layer, Logger, LogLevel, Scope } from "effect"
+import { ConfigInvalid } from "../layers/Auth.js"
+import type { LogLevelName, ServerSettings } from "../layers/ServerConfig.js"
+import { Transport } from "../layers/Transport.js"
+import { redactSettings, resolveSettings, serveOptions } from "./config.js"
+import { gracefulShutdown, serverLayer } from "./server.js"
+
+const logLevels: Record<LogLevelName, LogLevel.LogLevel> = {
+  all: LogLevel.All,
+  trace: LogLevel.Trace,
+  debug: LogLevel.Debug,
+  info: LogLevel.Info,
+  warning: LogLevel.Warning,
+  error: LogLevel.Error,
+  fatal: LogLevel.Fatal,
+  none: LogLevel.None
+}
+
+/** Structured JSON logs when stdout is not a terminal, pretty logs otherwise; always on stderr so stdout stays machine-readable. */
+const loggerLayer = (settings: ServerSettings) =>
+  Layer.mergeAll(
+    Logger.replace(
+      Logger.defaultLogger,
+      (process.stderr.isTTY ? Logger.prettyLogger({ stderr: true }) : Logger.withConsoleError(Logger.jsonLogger))
+    ),
+    Logger.minimumLogLevel(logLevels[settings.logLevel])
+  )
+
+/**
+ * Runs the server until SIGTERM/SIGINT, then shuts down gracefully (a second signal exits at once).
+ * Prints `PORT=<n>` on stdout once listening.
+ */
+const serve = (settings: ServerSettings) =>
+  Effect.gen(function* () {
+    const scope = yield* Scope.make()
+    const context = yield* Layer.buildWithScope(serverLayer(settings), scope).pipe(
+      Effect.tapErrorCause(() => Scope.close(scope, Exit.void))
+    )
+    const { port } = Context.get(context, Transport)
+    process.stdout.write(`PORT=${port}\n`)
+    yield* Effect.logInfo("tessera ready", { nodeId: settings.nodeId, port, storage: settings.storage })
+
+    const stop = yield* Deferred.make<string>()
+    let signals = 0
+    const onSignal = (signal: string) => {
+      signals++
+      if (signals > 1) process.exit(1)
+      Deferred.unsafeDone(stop, Exit.succeed(signal))
+    }
+    process.on("SIGTERM", () => onSignal("SIGTERM"))
+    process.on("SIGINT", () => onSignal("SIGINT"))
+    const signal = yield* Deferred.await(stop)
+    yield* Effect.logInfo(`${signal} received, shutting down`)
+    yield* gracefulShutdown.pipe(
+      Effect.provide(context),
+      Effect.timeout(settings.shutdownTimeoutMs),
+      Effect.catchAllCause((cause) => Effect.logWarning("graceful shutdown incomplete", cause))
+    )
+    yield* Scope.close(scope, Exit.void).pipe(Effect.timeout(5000), Effect.ignore)
+    yield* Effect.logInfo("stopped")
+  })
+
+const serveCommand = Command.make("serve", serveOptions, (parsed) =>
+  Effect.gen(function* () {
+    const settings = yield* resolveSettings(parsed)
+    yield* serve(settings).pipe(Effect.provide(loggerLayer(settings)))
+  })
+).pipe(Command.withDescription("Run the Tessera server (TopGun wire protocol over WebSocket on /ws and /)."))
+
+const configCommand = Command.make("config", serveOptions, (parsed) =>
+  Effect.gen(function* () {
+    const settings = yield* resolveSettings(parsed)
+    process.stdout.write(`${JSON.stringify(redactSettings(settings), null, 2)}\n`)
+  })
+).pipe(Command.withDescription("Print the effective configuration (flags > env > config file > defaults), secrets redacted."))
+
+const tessera = Command.make("tessera").pipe(
+  Command.withDescription("Tessera — a real-time data grid server speaking the TopGun protocol."),
+  Command.withSubcommands([serveCommand, configCommand])
+)
+
+const cli = Command.run(tessera, { name: "tessera", version: "0.1.0" })
+
+cli(process.argv).pipe(
+  Effect.catchIf((e): e is ConfigInvalid => e instanceof ConfigInvalid, (e) =>
+    Effect.sync(() => {
+      process.stderr.write(`tessera: invalid configuration (${e.setting}): ${e.message}\n`)
+      process.exitCode = 2
+    })
+  ),
+  Effect.tapErrorCause((cause) =>
+    Cause.isInterruptedOnly(cause) ? Effect.void : Effect.sync(() => {
+      process.stderr.write(`tessera: ${Cause.pretty(cause)}\n`)
+      process.exitCode = 1
+    })
+  ),
+  Effect.provide(NodeContext.layer),
+  NodeRuntime.runMain({ disableErrorReporting: true, disablePrettyLogger: true })
+)

@@ -1,0 +1,67 @@
+import { Effect, Layer } from "effect"
+import { Auth } from "../layers/Auth.js"
+import { Changes } from "../layers/Changes.js"
+import { Connections } from "../layers/Connections.js"
+import { Hlc } from "../layers/Hlc.js"
+import { Maps } from "../layers/Maps.js"
+import { Operations } from "../layers/Operations.js"
+import { Partitions, ServerInfo } from "../layers/Partitions.js"
+import { Sync } from "../layers/Sync.js"
+import { Router } from "../layers/Router.js"
+import { Security } from "../layers/Security.js"
+import { ServerConfig, type ServerSettings } from "../layers/ServerConfig.js"
+import { Sessions } from "../layers/Sessions.js"
+import { Storage, type StorageError } from "../layers/Storage.js"
+import { WriteBehind, WriteBehindConfig } from "../layers/storage/write-behind.js"
+import { Transport } from "../layers/Transport.js"
+
+/** The storage layer the settings ask for. */
+export const storageLayer = (settings: ServerSettings): Layer.Layer<Storage, StorageError> => {
+  switch (settings.storage) {
+    case "memory":
+      return Storage.layerMemory
+    case "sqlite":
+      return Storage.layerSqlite({ dataDir: settings.dataDir })
+    case "postgres":
+      return Storage.layerPostgres({ url: settings.databaseUrl ?? "" })
+  }
+}
+
+/**
+ * The whole server as one Layer, parameterised by its storage (architecture.md "Embedding"): an
+ * Effect app provides `ServerConfig` and may swap `Storage`. Building the layer starts listening;
+ * closing its scope shuts everything down.
+ */
+export const serverLayerWith = <E>(storage: Layer.Layer<Storage, E>) =>
+  Transport.Default.pipe(
+    Layer.provideMerge(Sessions.Default),
+    Layer.provideMerge(Router.Default),
+    Layer.provideMerge(Layer.mergeAll(Operations.Default, Sync.Default, Partitions.Default)),
+    Layer.provideMerge(Maps.Default),
+    Layer.provideMerge(WriteBehind.Default),
+    Layer.provideMerge(Layer.mergeAll(storage, WriteBehindConfig.layer())),
+    Layer.provideMerge(Layer.mergeAll(Auth.Default, Security.Default, Hlc.Default, Changes.Default, Connections.Default, ServerInfo.Default))
+  )
+
+/** The server for the given settings (storage chosen by `settings.storage`). */
+export const serverLayer = (settings: ServerSettings) =>
+  serverLayerWith(storageLayer(settings)).pipe(Layer.provideMerge(ServerConfig.layer(settings)))
+
+/**
+ * Graceful shutdown (behavior.md §3.29): stop accepting, drain persistence, tell every client
+ * `SHUTDOWN_PENDING`, close with 1001. Bounded by `shutdownTimeoutMs`; the caller then closes the scope.
+ */
+export const gracefulShutdown = Effect.gen(function* () {
+  const config = yield* ServerConfig
+  const transport = yield* Transport
+  const connections = yield* Connections
+  const writeBehind = yield* WriteBehind
+  yield* transport.stopAccepting
+  yield* writeBehind.flush.pipe(Effect.timeout(Math.max(1000, config.shutdownTimeoutMs - 2000)), Effect.ignore)
+  for (const c of connections.all()) {
+    c.send({ type: "SHUTDOWN_PENDING", retryAfter: 5000 })
+    c.close({ code: 1001, reason: "Server Shutdown" })
+  }
+  // Give the writers a moment to flush the close frames.
+  yield* Effect.sleep(50)
+})

@@ -1,0 +1,7 @@
+export { B, FullTextIndex, inverseDocumentFrequency, K1, termScore } from "./bm25-index.js"
+export type { DocumentScore, SearchHit, SearchOptions } from "./bm25-index.js"
+export { LiveSearch } from "./live-search.js"
+export type { LiveSearchOptions, SearchChange, SearchChangeType } from "./live-search.js"
+export { stem } from "./stem.js"
+export { STOPWORDS } from "./stopwords.js"
+export { tokenize } from "./tokenizer.js"

@@ -1,0 +1,205 @@
+import fc from "fast-check"
+import { describe, expect, it } from "vitest"
+import {
+  compareValues,
+  compileQuery,
+  CURSOR_TTL_MS,
+  cursorStatus,
+  decodeCursor,
+  encodeCursor,
+  runQuery,
+  type CompiledQuery,
+  type Row
+} from "../../src/query/index.js"
+import { initialMap, query, rowsOf } from "./arbitraries.js"
+
+const NOW = 1_700_000_000_000
+function compile(query: unknown): CompiledQuery {
+  const r = compileQuery(query)
+  if (!r.ok) throw new Error(r.error)
+  return r.compiled
+}
+const keys = (rows: readonly Row[]) => rows.map((r) => r.key)
+
+const people: Row[] = [
+  { key: "p5", value: { name: "eve", age: 30, city: "B" } },
+  { key: "p1", value: { name: "ann", age: 30, city: "A" } },
+  { key: "p3", value: { name: "cat", age: 25, city: "B" } },
+  { key: "p2", value: { name: "bob", age: 41, city: "A" } },
+  { key: "p4", value: { name: "dan", city: "A" } },
+  { key: "p6", value: "not an object" }
+]
+
+describe("sort (§4.9.3)", () => {
+  it("object and array encodings give the same order; ties break by key", () => {
+    const objectForm = runQuery(people, compile({ where: {}, sort: { age: "desc", city: "asc" } }), { nowMs: NOW })
+    const arrayForm = runQuery(
+      people,
+      compile({ where: {}, sort: [{ field: "age", direction: "desc" }, { field: "city", direction: "asc" }] }),
+      { nowMs: NOW }
+    )
+    // p1/p5 tie on age; city A < B. p4 has no age: missing sorts first ascending, so last descending.
+    expect(keys(objectForm.results)).toEqual(["p2", "p1", "p5", "p3", "p4"])
+    expect(keys(arrayForm.results)).toEqual(keys(objectForm.results))
+  })
+
+  it("full ties fall back to key ascending, in both directions", () => {
+    const rows: Row[] = [
+      { key: "b", value: { v: 1 } },
+      { key: "c", value: { v: 1 } },
+      { key: "a", value: { v: 1 } }
+    ]
+    expect(keys(runQuery(rows, compile({ sort: { v: "asc" } }), { nowMs: NOW }).results)).toEqual(["a", "b", "c"])
+    expect(keys(runQuery(rows, compile({ sort: [{ field: "v", direction: "desc" }] }), { nowMs: NOW }).results)).toEqual(
+      ["a", "b", "c"]
+    )
+  })
+
+  it("strings compare by UTF-16 code units like JavaScript <", () => {
+    const rows: Row[] = ["b", "B", "a", "é", "A"].map((s, i) => ({ key: `k${i}`, value: { s } }))
+    const sorted = runQuery(rows, compile({ sort: { s: "asc" } }), { nowMs: NOW }).results
+    expect(sorted.map((r) => (r.value as { s: string }).s)).toEqual(["A", "B", "a", "b", "é"])
+  })
+
+  it("limit without sort orders by key", () => {
+    const r = runQuery(people, compile({ limit: 3 }), { nowMs: NOW })
+    expect(keys(r.results)).toEqual(["p1", "p2", "p3"])
+    expect(r.hasMore).toBe(true)
+    expect(r.nextCursor).toBeTypeOf("string")
+    expect(r.cursorStatus).toBe("none")
+  })
+
+  it("without sort or limit keeps input order and sets no pagination", () => {
+    const r = runQuery(people, compile({ where: { city: "A" } }), { nowMs: NOW })
+    expect(keys(r.results)).toEqual(["p1", "p2", "p4"])
+    expect(r.hasMore).toBe(false)
+    expect(r.nextCursor).toBeUndefined()
+  })
+
+  it("a limit that covers everything has no more and no cursor", () => {
+    const r = runQuery(people, compile({ where: {}, sort: { age: "asc" }, limit: 5 }), { nowMs: NOW })
+    expect(r.results).toHaveLength(5)
+    expect(r.hasMore).toBe(false)
+    expect(r.nextCursor).toBeUndefined()
+  })
+})
+
+describe("cursors (§4.9.4)", () => {
+  const q = compile({ where: {}, sort: { age: "desc" }, limit: 2 })
+
+  it("round-trips in the reference shape (base64url JSON, no padding)", () => {
+    const cursor = encodeCursor(q, people[1]!, NOW)
+    expect(cursor).toMatch(/^[A-Za-z0-9_-]+$/)
+    const json = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"))
+    expect(json).toMatchObject({
+      nodeValues: { local: 30 },
+      nodeKeys: { local: "p1" },
+      sortField: "age",
+      sortDirection: "desc",
+      predicateHash: q.predicateHash,
+      sortHash: q.sortHash,
+      timestamp: NOW
+    })
+    expect(decodeCursor(cursor)?.position).toMatchObject({ key: "p1", firstValue: 30, descending: true })
+    expect(cursorStatus(q, cursor, NOW)).toBe("valid")
+  })
+
+  it("pages through every result exactly once", () => {
+    const seen: string[] = []
+    let cursor: string | undefined
+    let pages = 0
+    do {
+      const page = runQuery(people, q, cursor === undefined ? { nowMs: NOW } : { nowMs: NOW, cursor })
+      expect(page.cursorStatus).toBe(cursor === undefined ? "none" : "valid")
+      seen.push(...keys(page.results))
+      cursor = page.nextCursor
+      pages++
+    } while (cursor !== undefined && pages < 10)
+    expect(seen).toEqual(keys(runQuery(people, compile({ where: {}, sort: { age: "desc" } }), { nowMs: NOW }).results))
+    expect(pages).toBe(3)
+  })
+
+  it("invalid cursors (garbage, other filter, other sort) and expired ones do not filter", () => {
+    const first = runQuery(people, q, { nowMs: NOW })
+    const cursor = first.nextCursor!
+    const otherFilter = compile({ where: { city: "A" }, sort: { age: "desc" }, limit: 2 })
+    const otherSort = compile({ where: {}, sort: { age: "asc" }, limit: 2 })
+    expect(cursorStatus(q, "!!not base64", NOW)).toBe("invalid")
+    expect(cursorStatus(q, Buffer.from("[1,2]").toString("base64url"), NOW)).toBe("invalid")
+    expect(cursorStatus(q, Buffer.from("{not json").toString("base64url"), NOW)).toBe("invalid")
+    expect(cursorStatus(otherFilter, cursor, NOW)).toBe("invalid")
+    expect(cursorStatus(otherSort, cursor, NOW)).toBe("invalid")
+    expect(cursorStatus(q, undefined, NOW)).toBe("none")
+    expect(cursorStatus(q, cursor, NOW + CURSOR_TTL_MS)).toBe("valid")
+    expect(cursorStatus(q, cursor, NOW + CURSOR_TTL_MS + 1)).toBe("expired")
+
+    for (const [status, nowMs, bad] of [
+      ["invalid", NOW, "garbage"],
+      ["expired", NOW + CURSOR_TTL_MS + 1, cursor]
+    ] as const) {
+      const r = runQuery(people, q, { nowMs, cursor: bad })
+      expect(r.cursorStatus).toBe(status)
+      expect(keys(r.results)).toEqual(keys(first.results))
+      expect(r.cursorPosition).toBeUndefined()
+    }
+  })
+
+  it("the query's own cursor is used unless the options override it", () => {
+    const cursor = runQuery(people, q, { nowMs: NOW }).nextCursor!
+    const withCursor = compile({ where: {}, sort: { age: "desc" }, limit: 2, cursor })
+    expect(keys(runQuery(people, withCursor, { nowMs: NOW }).results)).toEqual(["p5", "p3"])
+  })
+
+  it("reads reference-format cursors (without sort tuple) with compareValues", () => {
+    const rows: Row[] = ["2024-01-03", "2024-01-01", "2024-01-02"].map((d, i) => ({ key: `d${i}`, value: { d } }))
+    const byDate = compile({ sort: { d: "asc" }, limit: 1 })
+    const reference = Buffer.from(
+      JSON.stringify({
+        nodeValues: { local: "2024-01-01" },
+        nodeKeys: { local: "d1" },
+        sortField: "d",
+        sortDirection: "asc",
+        predicateHash: byDate.predicateHash,
+        sortHash: byDate.sortHash,
+        timestamp: NOW
+      })
+    ).toString("base64url")
+    const r = runQuery(rows, byDate, { nowMs: NOW, cursor: reference })
+    expect(r.cursorStatus).toBe("valid")
+    expect(keys(r.results)).toEqual(["d2"])
+  })
+
+  it("compareValues: nulls first, numbers, dates, localeCompare, booleans", () => {
+    expect(compareValues(null, 0)).toBeLessThan(0)
+    expect(compareValues(undefined, null)).toBe(0)
+    expect(compareValues(2, 10)).toBeLessThan(0)
+    expect(compareValues("2024-02-01", "2024-10-01")).toBeLessThan(0)
+    expect(compareValues("b", "a")).toBeGreaterThan(0)
+    expect(compareValues(false, true)).toBeLessThan(0)
+    expect(compareValues(true, true)).toBe(0)
+  })
+
+  it("property: paging with nextCursor returns the unpaged result exactly (no duplicates, no gaps)", () => {
+    fc.assert(
+      fc.property(query, initialMap, (raw, map) => {
+        const compiled = compileQuery({ ...raw, limit: (raw["limit"] as number | undefined) ?? 2 })
+        if (!compiled.ok) return
+        const paged = compiled.compiled
+        const rows = rowsOf(new Map(Object.entries(map)))
+        const { limit: _limit, ...unlimitedQuery } = raw
+        const all = runQuery(rows, compile(unlimitedQuery), { nowMs: NOW })
+        const seen: Row[] = []
+        let cursor: string | undefined
+        for (let i = 0; i < 20; i++) {
+          const page = runQuery(rows, paged, cursor === undefined ? { nowMs: NOW } : { nowMs: NOW, cursor })
+          seen.push(...page.results)
+          cursor = page.nextCursor
+          if (cursor === undefined) break
+        }
+        expect(new Set(keys(seen)).size).toBe(seen.length)
+        expect(new Set(keys(seen))).toEqual(new Set(keys(all.results)))
+      }),
+      { numRuns: 300 }
+    )
+  })
+})
