@@ -3,6 +3,7 @@ import type { ClientMessage } from "../protocol/schema.js"
 import type { Connection } from "./Connections.js"
 import { lowestSuccessfulLevel, Operations, type WriteOutcome } from "./Operations.js"
 import { Partitions } from "./Partitions.js"
+import { Queries } from "./Queries.js"
 import { Sync } from "./Sync.js"
 
 type Handler<T extends ClientMessage["type"]> = (
@@ -20,6 +21,7 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
     const operations = yield* Operations
     const sync = yield* Sync
     const partitions = yield* Partitions
+    const queries = yield* Queries
 
     const notImplemented = (connection: Connection, message: ClientMessage) =>
       Effect.sync(() =>
@@ -101,8 +103,8 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
         ORMAP_MERKLE_REQ_BUCKET: (m) => (c: Connection) => sync.orMerkleReqBucket(c, m.payload.mapName, m.payload.path),
         ORMAP_DIFF_REQUEST: (m) => (c: Connection) => sync.orDiffRequest(c, m.payload.mapName, m.payload.keys),
         ORMAP_PUSH_DIFF: (m) => (c: Connection) => sync.orPushDiff(c, m.payload.mapName, m.payload.entries),
-        QUERY_SUB: (m) => (c: Connection) => notImplemented(c, m),
-        QUERY_UNSUB: (m) => (c: Connection) => notImplemented(c, m),
+        QUERY_SUB: (m) => (c: Connection) => queries.subscribe(c, m.payload),
+        QUERY_UNSUB: (m) => (c: Connection) => queries.unsubscribe(c, m.payload.queryId),
         SEARCH: (m) => (c: Connection) => notImplemented(c, m),
         SEARCH_SUB: (m) => (c: Connection) => notImplemented(c, m),
         SEARCH_UNSUB: (m) => (c: Connection) => notImplemented(c, m),

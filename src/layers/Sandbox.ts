@@ -6,7 +6,9 @@
  * leak state between calls. Calls are synchronous: they block the event loop for at most the time limit.
  */
 import { Context, Data, Effect, Layer, Option } from "effect"
-import { newQuickJSWASMModule } from "quickjs-emscripten"
+import { readFile } from "node:fs/promises"
+import { createRequire } from "node:module"
+import { newQuickJSWASMModule, newVariant, RELEASE_SYNC } from "quickjs-emscripten"
 import type { QuickJSContext, QuickJSHandle, QuickJSRuntime, QuickJSWASMModule } from "quickjs-emscripten"
 import { matchBuiltinProcessor, runBuiltinProcessor } from "../sandbox/builtins.js"
 import { findForbiddenPattern } from "../sandbox/forbidden.js"
@@ -132,8 +134,33 @@ const describeThrown = (context: QuickJSContext, handle: QuickJSHandle): Thrown 
 
 const isOutOfMemory = (t: Thrown): boolean => t.name === "InternalError" && t.message === "out of memory"
 
-/** Sandbox primitives over one QuickJS module. Plain synchronous code; callers catch host exceptions. */
-const makeEngine = (module: QuickJSWASMModule, config: SandboxConfigShape) => {
+const hostMessage = (e: unknown): string => (e instanceof Error ? e.message : String(e))
+
+/**
+ * The build's WASM module declares a 16 MiB minimum linear memory, of which static data, the C stack and a
+ * hardened context take about 5.5 MiB. An instance's memory maximum is sized so the QuickJS heap can hold
+ * roughly `memoryLimitBytes` of user data, but never below that 16 MiB floor (≈ 10.5 MiB of heap).
+ */
+const WASM_MIN_PAGES = 256
+const WASM_PAGE = 65536
+const INSTANCE_OVERHEAD_BYTES = 5.5 * 1024 * 1024
+const maxPagesFor = (memoryLimitBytes: number): number =>
+  Math.max(WASM_MIN_PAGES, Math.ceil((memoryLimitBytes + INSTANCE_OVERHEAD_BYTES) / WASM_PAGE))
+
+/** The few WebAssembly APIs used here (the project's `lib` has no WebAssembly typings). */
+interface WasmApi {
+  readonly compile: (bytes: Uint8Array) => Promise<object>
+  readonly Memory: new (descriptor: { initial: number; maximum: number }) => object
+}
+const wasmApi = (globalThis as unknown as { readonly WebAssembly: WasmApi }).WebAssembly
+
+/**
+ * Sandbox primitives. Each compiled function lives in its OWN WebAssembly instance (own linear memory with a
+ * hard maximum): QuickJS's own malloc accounting is broken in this build (it only counts per-block overhead,
+ * so `setMemoryLimit` never triggers), and a capped linear memory is what actually bounds a memory bomb. It also
+ * means a WASM-level abort (which can follow an out-of-memory) only kills that one instance.
+ */
+const makeEngine = (config: SandboxConfigShape, newInstance: () => Promise<QuickJSWASMModule>) => {
   const withDeadline = <A>(compiled: Compiled, f: () => A): A => {
     compiled.interrupted = false
     compiled.deadline = performance.now() + config.timeLimitMs
@@ -151,7 +178,7 @@ const makeEngine = (module: QuickJSWASMModule, config: SandboxConfigShape) => {
       compiled.context.dispose()
       compiled.runtime.dispose()
     } catch {
-      // Never let cleanup take the process down; a leaked runtime only costs memory.
+      // An aborted instance cannot be cleaned up; dropping every reference frees its memory.
     }
   }
 
@@ -175,15 +202,14 @@ const makeEngine = (module: QuickJSWASMModule, config: SandboxConfigShape) => {
       return clean
     })
 
-  /** Creates a hardened context and compiles `code` in it; the result is ready to `invoke`. */
-  const compile = (kind: CodeKind, code: string): Outcome<Compiled> => {
+  /** Creates a hardened context in `module` and compiles `code` in it; the result is ready to `invoke`. */
+  const compileIn = (module: QuickJSWASMModule, kind: CodeKind, code: string): Outcome<Compiled> => {
     const runtime = module.newRuntime()
-    let context: QuickJSContext | undefined
     let compiled: Compiled | undefined
     try {
-      runtime.setMemoryLimit(config.memoryLimitBytes)
+      runtime.setMemoryLimit(config.memoryLimitBytes) // ineffective in this build (see above); harmless
       runtime.setMaxStackSize(config.maxStackBytes)
-      context = runtime.newContext()
+      const context = runtime.newContext()
       const target: Compiled = {
         runtime,
         context,
@@ -209,7 +235,7 @@ const makeEngine = (module: QuickJSWASMModule, config: SandboxConfigShape) => {
         api.dispose()
       }
       const codeHandle = context.newString(code)
-      const result = withDeadline(target, () => context!.callFunction(compiler, context!.undefined, codeHandle))
+      const result = withDeadline(target, () => context.callFunction(compiler, context.undefined, codeHandle))
       codeHandle.dispose()
       compiler.dispose()
       if (result.error) {
@@ -231,52 +257,70 @@ const makeEngine = (module: QuickJSWASMModule, config: SandboxConfigShape) => {
       if (compiled !== undefined) dispose(compiled)
       else {
         try {
-          context?.dispose()
           runtime.dispose()
         } catch {
-          // ignore: the caller treats the module as broken
+          // aborted instance: dropped with its references
         }
       }
-      throw e
+      return fail(new SandboxRuntime({ message: `Sandbox failure: ${hostMessage(e)}` }))
     }
   }
 
+  const compile = (kind: CodeKind, code: string): Effect.Effect<Compiled, SandboxError> =>
+    Effect.flatMap(
+      Effect.tryPromise({
+        try: newInstance,
+        catch: (e) => new SandboxRuntime({ message: `Sandbox failure: ${hostMessage(e)}` })
+      }),
+      (module) =>
+        Effect.suspend(() => {
+          const outcome = compileIn(module, kind, code)
+          return outcome.ok ? Effect.succeed(outcome.value) : Effect.fail(outcome.error)
+        })
+    )
+
   /**
    * Calls the compiled function with JSON-text arguments under the time limit. Returns its JSON text, or 0 for
-   * "bad shape"; `reusable` is false when the context must be discarded (limit hit, globals not resettable).
+   * "bad shape"; `reusable` is false when the context must be discarded (limit hit, globals not resettable,
+   * instance aborted).
    */
   const invoke = (
     compiled: Compiled,
     args: ReadonlyArray<string | undefined>,
     kind: CodeKind
   ): { readonly outcome: Outcome<string | 0>; readonly reusable: boolean } => {
-    const { context } = compiled
-    const handles = args.map((a) => (a === undefined ? context.undefined : context.newString(a)))
-    let outcome: Outcome<string | 0>
     try {
-      const result = withDeadline(compiled, () => context.callFunction(compiled.invoke!, context.undefined, ...handles))
-      if (result.error) {
-        outcome = fail(classify(compiled, describeThrown(context, result.error), kind))
-      } else {
-        const handle = result.value
-        try {
-          outcome = context.typeof(handle) === "string" ? ok(context.getString(handle)) : ok(0 as const)
-        } finally {
-          handle.dispose()
+      const { context } = compiled
+      const handles = args.map((a) => (a === undefined ? context.undefined : context.newString(a)))
+      let outcome: Outcome<string | 0>
+      try {
+        const result = withDeadline(compiled, () => context.callFunction(compiled.invoke!, context.undefined, ...handles))
+        if (result.error) {
+          outcome = fail(classify(compiled, describeThrown(context, result.error), kind))
+        } else {
+          const handle = result.value
+          try {
+            outcome = context.typeof(handle) === "string" ? ok(context.getString(handle)) : ok(0 as const)
+          } finally {
+            handle.dispose()
+          }
         }
+      } finally {
+        for (const h of handles) if (h !== context.undefined) h.dispose()
       }
-    } finally {
-      for (const h of handles) if (h !== context.undefined) h.dispose()
+      const hitLimit = !outcome.ok &&
+        (outcome.error._tag === "SandboxTimeout" || outcome.error._tag === "SandboxMemory")
+      return { outcome, reusable: !hitLimit && resetGlobals(compiled) }
+    } catch (e) {
+      // A host-side exception here means the instance aborted (e.g. a QuickJS assertion after out-of-memory).
+      return { outcome: fail(new SandboxRuntime({ message: `Sandbox failure: ${hostMessage(e)}` })), reusable: false }
     }
-    const hitLimit = !outcome.ok && (outcome.error._tag === "SandboxTimeout" || outcome.error._tag === "SandboxMemory")
-    return { outcome, reusable: !hitLimit && resetGlobals(compiled) }
   }
 
-  /** Parses `code` as a function body without running anything. */
-  const checkSyntax = (kind: CodeKind, code: string): Outcome<void> => {
+  /** Parses `code` as a function body in `module` without running anything. */
+  const checkSyntax = (module: QuickJSWASMModule, kind: CodeKind, code: string): Outcome<void> => {
     const runtime = module.newRuntime()
     try {
-      runtime.setMemoryLimit(config.memoryLimitBytes)
       runtime.setMaxStackSize(config.maxStackBytes)
       const context = runtime.newContext()
       try {
@@ -286,9 +330,7 @@ const makeEngine = (module: QuickJSWASMModule, config: SandboxConfigShape) => {
         const result = context.evalCode(source, `${kind}.js`, { compileOnly: true })
         if (result.error) {
           const thrown = describeThrown(context, result.error)
-          return isOutOfMemory(thrown)
-            ? fail(new SandboxSyntax({ message: "Code too large to compile" }))
-            : fail(new SandboxSyntax({ message: thrown.message }))
+          return fail(new SandboxSyntax({ message: isOutOfMemory(thrown) ? "Code too large to compile" : thrown.message }))
         }
         result.value.dispose()
         return ok(undefined)
@@ -300,7 +342,7 @@ const makeEngine = (module: QuickJSWASMModule, config: SandboxConfigShape) => {
     }
   }
 
-  return { compile, invoke, dispose, checkSyntax }
+  return { compile, invoke, dispose, checkSyntax, newInstance }
 }
 
 type Engine = ReturnType<typeof makeEngine>
@@ -320,6 +362,8 @@ class CompiledCache {
   }
 
   set(key: string, compiled: Compiled): void {
+    const previous = this.entries.get(key)
+    if (previous !== undefined && previous !== compiled) this.evict(key) // a concurrent compile of the same key
     this.entries.set(key, compiled)
     while (this.entries.size > this.capacity) {
       const oldest = this.entries.keys().next().value as string
@@ -334,9 +378,8 @@ class CompiledCache {
     this.dispose(c)
   }
 
-  /** `disposeEach` false when the module is broken and disposal itself could fail or abort. */
-  clear(disposeEach: boolean): void {
-    if (disposeEach) for (const c of this.entries.values()) this.dispose(c)
+  clear(): void {
+    for (const c of this.entries.values()) this.dispose(c)
     this.entries.clear()
   }
 
@@ -378,30 +421,30 @@ const VALID_ACTIONS = new Set(["accept", "merge", "reject", "local"])
 const make = Effect.gen(function* () {
   const config = Option.getOrElse(yield* Effect.serviceOption(SandboxConfig), () => SandboxConfig.defaults)
 
-  const loadModule = Effect.promise(() => newQuickJSWASMModule())
-  // A WASM-level abort (never expected) leaves the module unusable: then it is dropped and reloaded lazily.
-  let engine: Engine | undefined = makeEngine(yield* loadModule, config)
-  const processors = new CompiledCache(config.cacheSize, (c) => engine?.dispose(c))
-  const resolvers = new CompiledCache(config.cacheSize, (c) => engine?.dispose(c))
+  // Compile the WebAssembly module once; every instance below reuses it with its own capped memory.
+  const wasmModule = yield* Effect.promise(async () => {
+    const path = createRequire(import.meta.url).resolve("@jitl/quickjs-wasmfile-release-sync/wasm")
+    return wasmApi.compile(await readFile(path))
+  })
+  const maxPages = maxPagesFor(config.memoryLimitBytes)
+  const variant = newVariant(RELEASE_SYNC, {
+    wasmModule: wasmModule as never,
+    wasmMemory: (() => new wasmApi.Memory({ initial: WASM_MIN_PAGES, maximum: maxPages })) as never
+  })
+  const engine: Engine = makeEngine(config, () => newQuickJSWASMModule(variant))
+
+  const processors = new CompiledCache(config.cacheSize, engine.dispose)
+  const resolvers = new CompiledCache(config.cacheSize, engine.dispose)
+  // Syntax checks parse only (nothing runs), so they share one instance, replaced if it ever fails.
+  let validator: QuickJSWASMModule | undefined = yield* Effect.promise(engine.newInstance)
 
   yield* Effect.addFinalizer(() =>
     Effect.sync(() => {
-      processors.clear(true)
-      resolvers.clear(true)
-      engine = undefined
+      processors.clear()
+      resolvers.clear()
+      validator = undefined
     })
   )
-
-  const getEngine: Effect.Effect<Engine> = Effect.suspend(() =>
-    engine !== undefined ? Effect.succeed(engine) : Effect.map(loadModule, (m) => (engine = makeEngine(m, config)))
-  )
-
-  const dropEngine = (e: unknown): SandboxError => {
-    processors.clear(false)
-    resolvers.clear(false)
-    engine = undefined
-    return new SandboxRuntime({ message: `Sandbox failure: ${e instanceof Error ? e.message : String(e)}` })
-  }
 
   /** Runs (compiling on a cache miss) and returns the function's JSON output. */
   const execute = (
@@ -409,38 +452,34 @@ const make = Effect.gen(function* () {
     name: string,
     code: string,
     args: ReadonlyArray<string | undefined>
-  ): Effect.Effect<string | 0, SandboxError> =>
-    Effect.flatMap(getEngine, (eng) =>
+  ): Effect.Effect<string | 0, SandboxError> => {
+    const cache = kind === "processor" ? processors : resolvers
+    const cacheKey = `${name}\u0000${code}`
+    const runCompiled = (compiled: Compiled): Effect.Effect<string | 0, SandboxError> =>
       Effect.suspend(() => {
-        const cache = kind === "processor" ? processors : resolvers
-        const cacheKey = `${name}\u0000${code}`
-        let outcome: Outcome<string | 0>
-        try {
-          let compiled = cache.get(cacheKey)
-          if (compiled === undefined) {
-            if (code.length > config.maxCodeLength) {
-              return Effect.fail(new SandboxSyntax({ message: `Code exceeds ${config.maxCodeLength} characters` }))
-            }
-            const forbidden = findForbiddenPattern(code)
-            if (forbidden !== undefined) return Effect.fail(new SandboxForbidden({ message: forbidden }))
-            const built = eng.compile(kind, code)
-            if (!built.ok) return Effect.fail(built.error)
-            compiled = built.value
-            cache.set(cacheKey, compiled)
-          }
-          const run = eng.invoke(compiled, args, kind)
-          if (!run.reusable) cache.evict(cacheKey)
-          outcome = run.outcome
-        } catch (e) {
-          return Effect.fail(dropEngine(e))
-        }
+        cache.set(cacheKey, compiled) // refreshes recency; same synchronous block as the call below
+        const run = engine.invoke(compiled, args, kind)
+        if (!run.reusable) cache.evict(cacheKey)
+        const outcome = run.outcome
         if (!outcome.ok) return Effect.fail(outcome.error)
         if (outcome.value !== 0 && utf8Length(outcome.value) > config.maxResultBytes) {
-          return Effect.fail(new SandboxRuntime({ message: `${MESSAGES[kind].tooLarge} (limit ${config.maxResultBytes} bytes)` }))
+          return Effect.fail(
+            new SandboxRuntime({ message: `${MESSAGES[kind].tooLarge} (limit ${config.maxResultBytes} bytes)` })
+          )
         }
         return Effect.succeed(outcome.value)
       })
-    )
+    return Effect.suspend(() => {
+      const cached = cache.get(cacheKey)
+      if (cached !== undefined) return runCompiled(cached)
+      if (code.length > config.maxCodeLength) {
+        return Effect.fail(new SandboxSyntax({ message: `Code exceeds ${config.maxCodeLength} characters` }))
+      }
+      const forbidden = findForbiddenPattern(code)
+      if (forbidden !== undefined) return Effect.fail(new SandboxForbidden({ message: forbidden }))
+      return Effect.flatMap(engine.compile(kind, code), runCompiled)
+    })
+  }
 
   /** Pushes a built-in's output through the same JSON boundary and size cap as sandboxed output. */
   const fromHostOutput = (out: ProcessorOutput): Outcome<ProcessorOutput> => {
@@ -509,27 +548,34 @@ const make = Effect.gen(function* () {
       })
     })
 
+  const getValidator: Effect.Effect<QuickJSWASMModule> = Effect.suspend(() =>
+    validator !== undefined
+      ? Effect.succeed(validator)
+      : Effect.map(Effect.promise(engine.newInstance), (m) => (validator = m))
+  )
+
   const validateCode = (
     code: string,
     maxLen: number,
     kind: CodeKind = "processor"
   ): Effect.Effect<void, SandboxSyntax | SandboxForbidden> =>
-    Effect.flatMap(getEngine, (eng) =>
-      Effect.suspend((): Effect.Effect<void, SandboxSyntax | SandboxForbidden> => {
-        if (code.length > maxLen) {
-          return Effect.fail(new SandboxSyntax({ message: `Code exceeds ${maxLen} characters` }))
-        }
-        const forbidden = findForbiddenPattern(code)
-        if (forbidden !== undefined) return Effect.fail(new SandboxForbidden({ message: forbidden }))
+    Effect.suspend((): Effect.Effect<void, SandboxSyntax | SandboxForbidden> => {
+      if (code.length > maxLen) {
+        return Effect.fail(new SandboxSyntax({ message: `Code exceeds ${maxLen} characters` }))
+      }
+      const forbidden = findForbiddenPattern(code)
+      if (forbidden !== undefined) return Effect.fail(new SandboxForbidden({ message: forbidden }))
+      return Effect.flatMap(getValidator, (module) => {
         let outcome: Outcome<void>
         try {
-          outcome = eng.checkSyntax(kind, code)
+          outcome = engine.checkSyntax(module, kind, code)
         } catch (e) {
-          return Effect.fail(new SandboxSyntax({ message: dropEngine(e).message }))
+          validator = undefined
+          return Effect.fail(new SandboxSyntax({ message: `Sandbox failure: ${hostMessage(e)}` }))
         }
         return outcome.ok ? Effect.void : Effect.fail(outcome.error as SandboxSyntax)
       })
-    )
+    })
 
   return {
     runProcessor,

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Cause, Context, Deferred, Effect, Exit, Layer, Logger, LogLevel, Scope } from "effect"
+import { Cause, Context, Effect, Exit, Layer, Logger, LogLevel, Scope } from "effect"
 import { ConfigInvalid } from "../layers/Auth.js"
 import type { LogLevelName, ServerSettings } from "../layers/ServerConfig.js"
 import { Transport } from "../layers/Transport.js"
@@ -30,8 +30,8 @@ const loggerLayer = (settings: ServerSettings) =>
   )
 
 /**
- * Runs the server until SIGTERM/SIGINT, then shuts down gracefully (a second signal exits at once).
- * Prints `PORT=<n>` on stdout once listening.
+ * Runs the server until SIGTERM/SIGINT (NodeRuntime.runMain interrupts the main fiber on a signal),
+ * then shuts down gracefully; a second signal exits at once. Prints `PORT=<n>` on stdout once listening.
  */
 const serve = (settings: ServerSettings) =>
   Effect.gen(function* () {
@@ -42,25 +42,23 @@ const serve = (settings: ServerSettings) =>
     const { port } = Context.get(context, Transport)
     process.stdout.write(`PORT=${port}\n`)
     yield* Effect.logInfo("tessera ready", { nodeId: settings.nodeId, port, storage: settings.storage })
-
-    const stop = yield* Deferred.make<string>()
     let signals = 0
-    const onSignal = (signal: string) => {
-      signals++
-      if (signals > 1) process.exit(1)
-      Deferred.unsafeDone(stop, Exit.succeed(signal))
+    const onSignal = () => {
+      if (++signals > 1) process.exit(1)
     }
-    process.on("SIGTERM", () => onSignal("SIGTERM"))
-    process.on("SIGINT", () => onSignal("SIGINT"))
-    const signal = yield* Deferred.await(stop)
-    yield* Effect.logInfo(`${signal} received, shutting down`)
-    yield* gracefulShutdown.pipe(
-      Effect.provide(context),
-      Effect.timeout(settings.shutdownTimeoutMs),
-      Effect.catchAllCause((cause) => Effect.logWarning("graceful shutdown incomplete", cause))
-    )
-    yield* Scope.close(scope, Exit.void).pipe(Effect.timeout(5000), Effect.ignore)
-    yield* Effect.logInfo("stopped")
+    process.on("SIGTERM", onSignal)
+    process.on("SIGINT", onSignal)
+    const shutdown = Effect.gen(function* () {
+      yield* Effect.logInfo("signal received, shutting down")
+      yield* gracefulShutdown.pipe(
+        Effect.provide(context),
+        Effect.timeout(settings.shutdownTimeoutMs),
+        Effect.catchAllCause((cause) => Effect.logWarning("graceful shutdown incomplete", cause))
+      )
+      yield* Scope.close(scope, Exit.void).pipe(Effect.timeout(5000), Effect.ignore)
+      yield* Effect.logInfo("stopped")
+    })
+    yield* Effect.never.pipe(Effect.onInterrupt(() => shutdown))
   })
 
 const serveCommand = Command.make("serve", serveOptions, (parsed) =>

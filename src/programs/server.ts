@@ -6,6 +6,7 @@ import { Hlc } from "../layers/Hlc.js"
 import { Maps } from "../layers/Maps.js"
 import { Operations } from "../layers/Operations.js"
 import { Partitions, ServerInfo } from "../layers/Partitions.js"
+import { Queries } from "../layers/Queries.js"
 import { Sync } from "../layers/Sync.js"
 import { Router } from "../layers/Router.js"
 import { Security } from "../layers/Security.js"
@@ -36,7 +37,7 @@ export const serverLayerWith = <E>(storage: Layer.Layer<Storage, E>) =>
   Transport.Default.pipe(
     Layer.provideMerge(Sessions.Default),
     Layer.provideMerge(Router.Default),
-    Layer.provideMerge(Layer.mergeAll(Operations.Default, Sync.Default, Partitions.Default)),
+    Layer.provideMerge(Layer.mergeAll(Operations.Default, Sync.Default, Partitions.Default, Queries.Default)),
     Layer.provideMerge(Maps.Default),
     Layer.provideMerge(WriteBehind.Default),
     Layer.provideMerge(Layer.mergeAll(storage, WriteBehindConfig.layer())),

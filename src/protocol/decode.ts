@@ -3,7 +3,7 @@
  * then decode with it. Much cheaper than trying a 40-member union.
  */
 import { Either, ParseResult, Schema } from "effect"
-import { type ClientMessage, clientMessageSchemas } from "./schema.js"
+import { type ClientMessage, clientMessageSchemas, type HttpSyncRequest, HttpSyncRequestSchema } from "./schema.js"
 
 export type DecodeClientMessageResult =
   | { readonly _tag: "Ok"; readonly message: ClientMessage }
@@ -46,4 +46,16 @@ export function formatIssues(error: ParseResult.ParseError): ReadonlyArray<strin
   return ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) =>
     issue.path.length === 0 ? issue.message : `${issue.path.map(String).join(".")}: ${issue.message}`
   )
+}
+
+const decodeHttpSync = Schema.decodeUnknownEither(HttpSyncRequestSchema, { errors: "all", onExcessProperty: "ignore" })
+
+/** Validates a decoded `POST /sync` body (§3.12); failures → 400 `{error:"Invalid request body", details}`. */
+export function decodeHttpSyncRequest(
+  value: unknown
+): { readonly _tag: "Ok"; readonly request: HttpSyncRequest } | { readonly _tag: "Invalid"; readonly details: ReadonlyArray<string> } {
+  const result = decodeHttpSync(value)
+  return Either.isRight(result)
+    ? { _tag: "Ok", request: result.right }
+    : { _tag: "Invalid", details: formatIssues(result.left) }
 }

@@ -1004,6 +1004,63 @@ export type ServerMessage = typeof ServerMessage.Type
 export type ServerMessageType = ServerMessage["type"]
 
 // ---------------------------------------------------------------------------------------------------
+// HTTP sync (`POST /sync`, §3.12): request and response bodies (not WebSocket messages)
+
+/** `operations` elements are validated one by one with `validateClientOp`, as for OP_BATCH. */
+export const HttpSyncRequestSchema = Schema.Struct({
+  clientId: opt(Schema.String),
+  clientHlc: TimestampSchema,
+  operations: opt(Schema.Array(Schema.Unknown)),
+  syncMaps: opt(Schema.Array(Schema.Struct({ mapName: Schema.String, lastSyncTimestamp: TimestampSchema }))),
+  queries: opt(Schema.Array(Schema.Struct({
+    queryId: Schema.String,
+    mapName: Schema.String,
+    filter: Schema.Unknown,
+    limit: opt(Int),
+    offset: opt(Int),
+    cursor: opt(Schema.String)
+  }))),
+  searches: opt(Schema.Array(Schema.Struct({
+    searchId: Schema.String,
+    mapName: Schema.String,
+    query: Schema.String,
+    options: opt(SearchOptionsSchema)
+  })))
+}).annotations({ identifier: "HttpSyncRequest" })
+export type HttpSyncRequest = typeof HttpSyncRequestSchema.Type
+
+export const HttpSyncResponseSchema = Schema.Struct({
+  serverHlc: TimestampSchema,
+  ack: opt(Schema.Struct({ lastId: Schema.String, results: opt(Schema.Array(OpResultSchema)) })),
+  deltas: opt(Schema.Array(Schema.Struct({
+    mapName: Schema.String,
+    records: Schema.Array(Schema.Struct({
+      key: Schema.String,
+      record: LWWRecordSchema,
+      eventType: Schema.Literal("PUT", "REMOVE")
+    })),
+    serverSyncTimestamp: TimestampSchema
+  }))),
+  queryResults: opt(Schema.Array(Schema.Struct({
+    queryId: Schema.String,
+    results: Schema.Array(QueryResultRowSchema),
+    hasMore: opt(Schema.Boolean),
+    nextCursor: opt(Schema.String)
+  }))),
+  searchResults: opt(Schema.Array(Schema.Struct({
+    searchId: Schema.String,
+    results: Schema.Array(Schema.Unknown),
+    totalCount: opt(Int)
+  }))),
+  errors: opt(Schema.Array(Schema.Struct({
+    code: Schema.Number,
+    message: Schema.String,
+    context: opt(Schema.String)
+  })))
+}).annotations({ identifier: "HttpSyncResponse" })
+export type HttpSyncResponse = typeof HttpSyncResponseSchema.Type
+
+// ---------------------------------------------------------------------------------------------------
 // Compile-time checks: decoded shared types fit the CRDT interfaces (src/crdt/types.ts).
 
 type Assignable<A extends B, B> = A

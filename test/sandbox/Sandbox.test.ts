@@ -97,7 +97,18 @@ layer(Sandbox.Default)("Sandbox processors", (it) => {
         "SandboxMemory",
         "Processor memory limit exceeded"
       )
-      // a huge input also fails that execution only
+      yield* stillWorks
+      // many small objects (QuickJS can abort the whole WASM instance here: only that instance is lost)
+      const objects = yield* runEither("let s = []; while (true) s.push({ a: 1, b: [1, 2, 3] })", undefined, undefined, "objs")
+      expect(Either.isLeft(objects)).toBe(true)
+      if (Either.isLeft(objects)) expect(["SandboxMemory", "SandboxRuntime", "SandboxTimeout"]).toContain(objects.left._tag)
+      yield* stillWorks
+      expectFailure(yield* runEither("return { value: new Uint8Array(1e9).length }"), "SandboxMemory")
+      // the same code again gets a fresh instance and fails the same way
+      expectFailure(yield* runEither("return { value: new Uint8Array(1e9).length }"), "SandboxMemory")
+      // a huge input fails that execution only
+      const big = yield* runEither("return { value: value.length }", "x".repeat(20 * 1024 * 1024), undefined, "big")
+      expect(Either.isLeft(big)).toBe(true)
       yield* stillWorks
     }))
 
@@ -288,4 +299,18 @@ describe("SandboxConfig", () => {
         expect(SandboxConfig.defaults.timeLimitMs).toBe(100)
       }))
   })
+})
+
+layer(Sandbox.Default.pipe(Layer.provide(SandboxConfig.layer({ timeLimitMs: 5000 }))))("Sandbox with a long time limit", (it) => {
+  it.effect("an object bomb runs into the memory cap (possibly aborting its instance) without hurting the host", () =>
+    Effect.gen(function* () {
+      const result = yield* runEither("let s = []; while (true) s.push({ a: 1, b: [1, 2, 3] })", undefined, undefined, "objs")
+      if (Either.isRight(result)) throw new Error("expected a failure")
+      expect(["SandboxMemory", "SandboxRuntime"]).toContain(result.left._tag)
+      yield* stillWorks
+      // and the same code compiles into a fresh instance next time
+      const again = yield* runEither("let s = []; while (true) s.push({ a: 1, b: [1, 2, 3] })", undefined, undefined, "objs")
+      expect(Either.isLeft(again)).toBe(true)
+      yield* stillWorks
+    }))
 })

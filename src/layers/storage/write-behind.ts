@@ -3,9 +3,11 @@
  *
  * - `submit` enqueues synchronously and never blocks; per-key order is the submit order.
  * - Coalescing: inside the pending part of the queue (not the batch being written), a later LwwPut of the
- *   same (map, key) replaces the earlier one in place, likewise OrPut per (map, key, tag) and Meta per
- *   key. A delete of the key (LwwDelete, OrRemove, tombstone prune) ends coalescing for it, so a put is
- *   never moved before a delete.
+ *   same (map, key) takes the earlier one's slot, likewise OrPut per (map, key, tag) and Meta per key.
+ *   Since stores are merge-aware, of two puts the newer HLC is kept (the same result as writing both).
+ *   A delete of the row (LwwDelete, OrRemove, OR tombstone or prune of the tag) ends coalescing for it,
+ *   so a put is never moved before a delete. Result: the store ends in exactly the state that writing
+ *   every mutation in submit order would give (a property test checks this).
  * - One fiber writes batches of at most `maxBatchSize` mutations, one transaction each, one at a time.
  * - A failing write is retried with capped exponential backoff until it commits: data is never dropped.
  *   Meanwhile `status.healthy` is false, the queue keeps accepting, and callers waiting for PERSISTED are
@@ -13,6 +15,7 @@
  * - The deferred returned by `submit` completes when the batch holding the last of its mutations commits.
  */
 import { Clock, Context, Data, Deferred, Effect, Exit, FiberId, Layer, Schedule } from "effect"
+import type { Timestamp } from "../../crdt/types.js"
 import { Storage, type StorageMutation } from "../Storage.js"
 import { describeCause, StorageError } from "./errors.js"
 
@@ -82,6 +85,16 @@ const coalesceKey = (m: StorageMutation): string | null => {
   }
 }
 
+const newer = (a: Timestamp, b: Timestamp): boolean =>
+  a.millis !== b.millis ? a.millis > b.millis : a.counter !== b.counter ? a.counter > b.counter : a.nodeId > b.nodeId
+
+/** Whether `next` replaces `prev` (same coalesce key) in the pending queue. */
+const supersedes = (next: StorageMutation, prev: StorageMutation): boolean => {
+  if (next._tag === "LwwPut" && prev._tag === "LwwPut") return newer(next.record.timestamp, prev.record.timestamp)
+  if (next._tag === "OrPut" && prev._tag === "OrPut") return newer(next.record.timestamp, prev.record.timestamp)
+  return true // Meta: the last write wins
+}
+
 const make = Effect.gen(function*() {
   const storage = yield* Storage
   const config = yield* WriteBehindConfig
@@ -124,7 +137,8 @@ const make = Effect.gen(function*() {
     if (key !== null) {
       const seq = slotOf.get(key)
       if (seq !== undefined && seq >= headSeq) {
-        pending[seq - headSeq] = m
+        // Stores are merge-aware: of two puts of one row only the newer can matter (ties: the first).
+        if (supersedes(m, pending[seq - headSeq]!)) pending[seq - headSeq] = m
         return
       }
       slotOf.set(key, headSeq + pending.length)
