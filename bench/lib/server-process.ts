@@ -49,7 +49,9 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 /** Spawns `node <script> <args>` and resolves once it printed `PORT=<n>`. */
 export const spawnServer = (options: SpawnOptions): Promise<ServerHandle> =>
   new Promise<ServerHandle>((resolve, reject) => {
-    const child = spawn(process.execPath, [options.script, ...options.args], {
+    // BENCH_NODE_ARGS passes extra node flags to the servers (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+    const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter((a) => a.length > 0)
+    const child = spawn(process.execPath, [...nodeArgs, options.script, ...options.args], {
       cwd: repoRoot,
       env: { ...process.env, ...options.env },
       stdio: ["ignore", "pipe", "pipe"]

@@ -12,10 +12,6 @@ import { ServerConfig } from "./ServerConfig.js"
 
 type InboundFrame = { readonly type: string; readonly [key: string]: unknown }
 
-type OutboundItem = Uint8Array | CloseRequest
-
-const isClose = (item: OutboundItem): item is CloseRequest => !(item instanceof Uint8Array)
-
 const toBytes = (data: RawData): Buffer =>
   Array.isArray(data) ? Buffer.concat(data) : data instanceof ArrayBuffer ? Buffer.from(data) : data
 
@@ -42,7 +38,8 @@ class TokenBucket {
 
 /**
  * One actor per WebSocket (behavior.md §2, §3.2): socket callbacks only decode and enqueue; one fiber
- * processes the inbound queue in order; one fiber drains the outbound FIFO to the socket. PING is
+ * processes the inbound queue in order; outbound frames go to the socket in call order (its buffer is
+ * the connection's outbound FIFO). PING is
  * answered on receipt (it has no ordering relationship with other messages). The connection's fibers
  * live in its own scope, closed when the socket closes.
  */
@@ -62,14 +59,11 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
     const runConnection = (ws: WebSocket, remoteAddress: string) =>
       Effect.gen(function* () {
         const inbound = yield* Queue.unbounded<InboundFrame>()
-        const outbound = yield* Queue.unbounded<OutboundItem>()
         const closed = yield* Deferred.make<void>()
         const opened = wall()
         const bucket = new TokenBucket(config.rateLimitPerSecond, config.rateLimitBurst, opened)
         let open = true
         let closing = false
-        let queuedMessages = 0
-        let queuedBytes = 0
 
         const hardClose = (request: CloseRequest) => {
           if (!open) return
@@ -82,15 +76,34 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
           }
         }
 
+        /*
+         * Outbound FIFO. Frames are written to the socket synchronously, in call order, so per-connection
+         * order holds by construction (the socket's own buffer is the queue) and no fiber hop is paid per
+         * message. The socket is corked for the rest of the tick, so a burst of frames (fan-out, many acks)
+         * leaves in one write. The backlog is what the socket has not flushed yet (`bufferedAmount`) plus
+         * the frames written this tick; above the limits the connection is closed as a slow consumer.
+         */
+        const rawSocket = (ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket
+        let corked = false
+        let framesSinceDrain = 0
+        const uncork = () => {
+          corked = false
+          rawSocket?.uncork()
+          if (ws.bufferedAmount === 0) framesSinceDrain = 0
+        }
         const sendEncoded = (frame: Uint8Array): void => {
           if (!open || closing) return
-          queuedMessages++
-          queuedBytes += frame.byteLength
-          if (queuedMessages > config.outboundMaxMessages || queuedBytes + ws.bufferedAmount > config.outboundMaxBytes) {
+          framesSinceDrain++
+          if (framesSinceDrain > config.outboundMaxMessages || ws.bufferedAmount + frame.byteLength > config.outboundMaxBytes) {
             hardClose({ code: 4003, reason: "Slow consumer" })
             return
           }
-          Queue.unsafeOffer(outbound, frame)
+          if (!corked && rawSocket !== undefined) {
+            corked = true
+            rawSocket.cork()
+            process.nextTick(uncork)
+          }
+          ws.send(frame)
         }
 
         const connection: Connection = {
@@ -104,8 +117,8 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
           sendEncoded,
           close: (request) => {
             if (!open || closing) return
-            closing = true
-            Queue.unsafeOffer(outbound, request)
+            // Queued frames are already in the socket buffer, ahead of the close frame.
+            hardClose(request)
           },
           isOpen: () => open && !closing
         }
@@ -227,21 +240,6 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
           }
         })
 
-        const writer = Effect.gen(function* () {
-          while (true) {
-            const items = yield* Queue.takeBetween(outbound, 1, 4096)
-            for (const item of items) {
-              if (isClose(item)) {
-                hardClose(item)
-                return
-              }
-              queuedMessages--
-              queuedBytes -= item.byteLength
-              if (open) ws.send(item)
-            }
-          }
-        })
-
         ws.on("message", (data, isBinary) => {
           try {
             onMessage(data, isBinary)
@@ -260,7 +258,6 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
         })
 
         connections.register(connection)
-        yield* Effect.forkScoped(writer)
         yield* Effect.forkScoped(reader)
         if (auth.noAuth) {
           connection.principal = { roles: ["USER"], claims: {} }

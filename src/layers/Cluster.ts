@@ -1,0 +1,87 @@
+import { Effect, Layer, Option, PubSub, Schema, Stream, SubscriptionRef } from "effect"
+import { TimestampSchema } from "../protocol/schema.js"
+import { ServerConfig } from "./ServerConfig.js"
+
+/**
+ * Node-to-node messages (architecture.md "Seams"). A Schema union so every transport (in-memory
+ * simulation, PostgreSQL change rows) encodes and validates them the same way; new subsystems add
+ * members here.
+ */
+export const GcReport = Schema.TaggedStruct("GcReport", {
+  /** Round identifier chosen by the reporting node's view of the leader epoch. */
+  epoch: Schema.Number,
+  minHlc: TimestampSchema
+})
+export const GcCommit = Schema.TaggedStruct("GcCommit", {
+  epoch: Schema.Number,
+  safeTimestamp: TimestampSchema
+})
+export const TopicPublish = Schema.TaggedStruct("TopicPublish", {
+  topic: Schema.String,
+  data: Schema.Unknown,
+  publisherId: Schema.String
+})
+export const CounterState = Schema.TaggedStruct("CounterState", {
+  name: Schema.String,
+  p: Schema.Record({ key: Schema.String, value: Schema.Number }),
+  n: Schema.Record({ key: Schema.String, value: Schema.Number })
+})
+export const ClusterMessage = Schema.Union(GcReport, GcCommit, TopicPublish, CounterState)
+export type ClusterMessage = typeof ClusterMessage.Type
+
+export interface Inbound {
+  readonly from: string
+  readonly message: ClusterMessage
+}
+
+/** The current view of the cluster: sorted member ids, the leader and its epoch (grows on every change of leader). */
+export interface Membership {
+  readonly members: ReadonlyArray<string>
+  readonly leader: string | undefined
+  readonly epoch: number
+}
+
+export interface ClusterService {
+  readonly nodeId: string
+  /** The current membership (members include this node while it is joined). */
+  readonly membership: Effect.Effect<Membership>
+  /** Every membership change, starting with the current one. */
+  readonly membershipChanges: Stream.Stream<Membership>
+  /** Send to one member (delivery is best effort; the loss model depends on the layer). */
+  readonly send: (to: string, message: ClusterMessage) => Effect.Effect<void>
+  /** Send to every other member. */
+  readonly broadcast: (message: ClusterMessage) => Effect.Effect<void>
+  /** Messages from other members (and from this node to itself via `send(nodeId, …)`). */
+  readonly inbound: Stream.Stream<Inbound>
+}
+
+/**
+ * The cluster seam. GC consensus, topics, counters and locks see only this interface; the layers are
+ * `Cluster.layerSingleNode` (default: one member, itself, the leader) and, for tests, an in-memory
+ * simulation of N nodes (see `cluster/simulated.ts`).
+ */
+export class Cluster extends Effect.Tag("tessera/Cluster")<Cluster, ClusterService>() {
+  /** One member: this node, always the leader (epoch 1). Messages sent to itself are delivered. */
+  static readonly layerSingleNode: Layer.Layer<Cluster, never, ServerConfig> = Layer.scoped(
+    Cluster,
+    Effect.gen(function* () {
+      const { nodeId } = yield* ServerConfig
+      const view: Membership = { members: [nodeId], leader: nodeId, epoch: 1 }
+      const membership = yield* SubscriptionRef.make(view)
+      const hub = yield* PubSub.unbounded<Inbound>()
+      return {
+        nodeId,
+        membership: SubscriptionRef.get(membership),
+        membershipChanges: membership.changes,
+        send: (to, message) => (to === nodeId ? PubSub.publish(hub, { from: nodeId, message }).pipe(Effect.asVoid) : Effect.void),
+        broadcast: () => Effect.void,
+        inbound: Stream.fromPubSub(hub)
+      } satisfies ClusterService
+    })
+  )
+}
+
+/** True when `nodeId` is the leader of `view`. */
+export const isLeader = (view: Membership, nodeId: string): boolean => view.leader === nodeId
+
+export const leaderOf = (view: Membership): Option.Option<string> => Option.fromNullable(view.leader)
