@@ -2,6 +2,7 @@ import { Effect, Match } from "effect"
 import type { ClientMessage } from "../protocol/schema.js"
 import type { Connection } from "./Connections.js"
 import { lowestSuccessfulLevel, Operations, type WriteOutcome } from "./Operations.js"
+import { Journal } from "./Journal.js"
 import { Partitions } from "./Partitions.js"
 import { Queries } from "./Queries.js"
 import { Sync } from "./Sync.js"
@@ -22,6 +23,7 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
     const sync = yield* Sync
     const partitions = yield* Partitions
     const queries = yield* Queries
+    const journal = yield* Journal
 
     const notImplemented = (connection: Connection, message: ClientMessage) =>
       Effect.sync(() =>
@@ -121,9 +123,9 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
         UNREGISTER_RESOLVER: (m) => (c: Connection) => notImplemented(c, m),
         LIST_RESOLVERS: (m) => (c: Connection) => notImplemented(c, m),
         PARTITION_MAP_REQUEST: (m) => (c: Connection) => partitions.request(c, m.payload?.currentVersion),
-        JOURNAL_SUBSCRIBE: (m) => (c: Connection) => notImplemented(c, m),
-        JOURNAL_UNSUBSCRIBE: (m) => (c: Connection) => notImplemented(c, m),
-        JOURNAL_READ: (m) => (c: Connection) => notImplemented(c, m),
+        JOURNAL_SUBSCRIBE: (m) => (c: Connection) => journal.subscribe(c, m),
+        JOURNAL_UNSUBSCRIBE: (m) => (c: Connection) => journal.unsubscribe(c, m.subscriptionId),
+        JOURNAL_READ: (m) => (c: Connection) => journal.read(c, m),
         // [head] extensions (protocol.md §3.16): ignored or answered "not available" promptly.
         DEVICE_HELLO: ignore,
         CLIENT_APPLY_ACK: ignore,

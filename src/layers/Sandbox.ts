@@ -1,9 +1,14 @@
 /**
  * User-code sandbox (protocol.md §4.13, behavior.md §3.20): entry processors and conflict resolvers run in
  * QuickJS compiled to WebAssembly. Nothing from the host is exposed; values cross the boundary only as JSON
- * text. Each compiled (kind, name, code) gets its own QuickJS runtime (own memory limit, own interrupt
- * handler) whose context is hardened by `PRELUDE` and reset after every call, so cached contexts do not
- * leak state between calls. Calls are synchronous: they block the event loop for at most the time limit.
+ * text. Each compiled (kind, name, code) gets its own WASM instance (own capped linear memory), runtime and
+ * interrupt handler; its context is hardened by `PRELUDE` and its globals reset after every call, so cached
+ * contexts do not leak state between calls.
+ *
+ * Known limit: calls are synchronous on the caller's thread and the time limit is enforced by QuickJS's
+ * interrupt handler, which QuickJS polls only every ~10 000 calls/branches. A loop around an expensive native
+ * (e.g. `while (true) bigArray.sort()`) can therefore overrun the limit by seconds or more; a hard bound needs
+ * execution in a worker thread that can be terminated.
  */
 import { Context, Data, Effect, Layer, Option } from "effect"
 import { readFile } from "node:fs/promises"
@@ -378,6 +383,12 @@ class CompiledCache {
     this.dispose(c)
   }
 
+  /** Disposes `compiled`, removing it from the cache if it is the entry for `key`. */
+  discard(key: string, compiled: Compiled): void {
+    if (this.entries.get(key) === compiled) this.evict(key)
+    else this.dispose(compiled)
+  }
+
   clear(): void {
     for (const c of this.entries.values()) this.dispose(c)
     this.entries.clear()
@@ -457,9 +468,9 @@ const make = Effect.gen(function* () {
     const cacheKey = `${name}\u0000${code}`
     const runCompiled = (compiled: Compiled): Effect.Effect<string | 0, SandboxError> =>
       Effect.suspend(() => {
-        cache.set(cacheKey, compiled) // refreshes recency; same synchronous block as the call below
         const run = engine.invoke(compiled, args, kind)
-        if (!run.reusable) cache.evict(cacheKey)
+        if (run.reusable) cache.set(cacheKey, compiled)
+        else cache.discard(cacheKey, compiled)
         const outcome = run.outcome
         if (!outcome.ok) return Effect.fail(outcome.error)
         if (outcome.value !== 0 && utf8Length(outcome.value) > config.maxResultBytes) {

@@ -50,6 +50,8 @@ export interface ServerSettings {
   readonly gcAgeMs: number
   readonly ttlSweepIntervalMs: number
   readonly securityPolicies: ReadonlyArray<SecurityPolicy>
+  readonly journalEnabled: boolean
+  readonly journalCapacity: number
   readonly logLevel: LogLevelName
   readonly shutdownTimeoutMs: number
 }
@@ -88,6 +90,8 @@ export const defaultSettings: ServerSettings = {
   gcAgeMs: 2_592_000_000,
   ttlSweepIntervalMs: 1_000,
   securityPolicies: [],
+  journalEnabled: true,
+  journalCapacity: 10_000,
   logLevel: "info",
   shutdownTimeoutMs: 10_000
 }

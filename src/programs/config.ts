@@ -63,6 +63,8 @@ export const serveOptions = {
   gcIntervalMs: int("gc-interval-ms", ["TESSERA_GC_INTERVAL_MS"], "GC consensus interval [3600000]"),
   gcAgeMs: int("gc-age-ms", ["TESSERA_GC_AGE_MS"], "tombstone age before pruning [2592000000]"),
   ttlSweepIntervalMs: int("ttl-sweep-interval-ms", ["TESSERA_TTL_SWEEP_INTERVAL_MS"], "TTL expiry sweep interval [1000]"),
+  journalEnabled: bool("journal-enabled", ["TESSERA_JOURNAL_ENABLED", "TOPGUN_JOURNAL_ENABLED"], "event journal on/off [true]"),
+  journalCapacity: int("journal-capacity", ["TESSERA_JOURNAL_CAPACITY", "TOPGUN_JOURNAL_CAPACITY"], "events kept in the journal ring [10000]"),
   noAuth: bool("no-auth", ["TESSERA_NO_AUTH", "TOPGUN_NO_AUTH"], "development only: every connection is anonymous, no JWT [false]"),
   jwtIssuer: text("jwt-issuer", ["TESSERA_JWT_ISSUER", "TOPGUN_JWT_ISSUER"], "required `iss` claim"),
   jwtAudience: text("jwt-audience", ["TESSERA_JWT_AUDIENCE", "TOPGUN_JWT_AUDIENCE"], "required `aud` claim"),
@@ -140,6 +142,8 @@ export const resolveSettings = (parsed: Parsed): Effect.Effect<ServerSettings, C
       gcAgeMs: pick(parsed.gcAgeMs, file.gcAgeMs, defaultSettings.gcAgeMs),
       ttlSweepIntervalMs: pick(parsed.ttlSweepIntervalMs, file.ttlSweepIntervalMs, defaultSettings.ttlSweepIntervalMs),
       noAuth: pick(parsed.noAuth, file.noAuth, false),
+      journalEnabled: pick(parsed.journalEnabled, file.journalEnabled, defaultSettings.journalEnabled),
+      journalCapacity: pick(parsed.journalCapacity, file.journalCapacity, defaultSettings.journalCapacity),
       jwtSecret,
       jwtSecretIsDefault: jwtSecretEnv === undefined && file.jwtSecret === undefined,
       jwtIssuer: pick(parsed.jwtIssuer, file.jwtIssuer, undefined),
@@ -156,6 +160,7 @@ export const resolveSettings = (parsed: Parsed): Effect.Effect<ServerSettings, C
     yield* check(settings.idleTimeoutMs > 0, "idle-timeout-ms", "idle-timeout-ms must be > 0")
     yield* check(settings.gcIntervalMs > 0, "gc-interval-ms", "gc-interval-ms must be > 0")
     yield* check(settings.gcAgeMs >= 0, "gc-age-ms", "gc-age-ms must be >= 0")
+    yield* check(settings.journalCapacity >= 1, "journal-capacity", "journal-capacity must be >= 1")
     yield* check(settings.ttlSweepIntervalMs > 0, "ttl-sweep-interval-ms", "ttl-sweep-interval-ms must be > 0")
     yield* check(settings.storage !== "postgres" || (settings.databaseUrl ?? "") !== "", "database-url", "--storage postgres needs --database-url or DATABASE_URL")
     yield* check(!(settings.production && settings.noAuth), "no-auth", "no-auth mode is not allowed when NODE_ENV=production")

@@ -3,6 +3,7 @@ import { Auth } from "../layers/Auth.js"
 import { Changes } from "../layers/Changes.js"
 import { Connections } from "../layers/Connections.js"
 import { Hlc } from "../layers/Hlc.js"
+import { Journal } from "../layers/Journal.js"
 import { Maps } from "../layers/Maps.js"
 import { Operations } from "../layers/Operations.js"
 import { Partitions, ServerInfo } from "../layers/Partitions.js"
@@ -37,7 +38,7 @@ export const serverLayerWith = <E>(storage: Layer.Layer<Storage, E>) =>
   Transport.Default.pipe(
     Layer.provideMerge(Sessions.Default),
     Layer.provideMerge(Router.Default),
-    Layer.provideMerge(Layer.mergeAll(Operations.Default, Sync.Default, Partitions.Default, Queries.Default)),
+    Layer.provideMerge(Layer.mergeAll(Operations.Default, Sync.Default, Partitions.Default, Queries.Default, Journal.Default)),
     Layer.provideMerge(Maps.Default),
     Layer.provideMerge(WriteBehind.Default),
     Layer.provideMerge(Layer.mergeAll(storage, WriteBehindConfig.layer())),

@@ -40,6 +40,9 @@ const ownSlot = (obj: any, part: string): any => {
   return undefined
 }
 
+const isSpreadable = (v: unknown): boolean =>
+  v === undefined || v === null || (typeof v === "object" && !Array.isArray(v))
+
 const sameJson = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b)
 
 const processor = (
@@ -296,6 +299,8 @@ export const BUILTIN_PROCESSORS: ReadonlyMap<string, BuiltinProcessor> = new Map
       return { value: merged, result: merged };
     `,
     (value, _key, args) => {
+      // Spreading primitives differs between engines (QuickJS skips string indices): leave those to QuickJS.
+      if (!isSpreadable(value) || !isSpreadable(args)) throw new NotCovered()
       const merged = { ...(value ?? {}), ...args }
       return { value: merged, result: merged }
     }

@@ -86,7 +86,10 @@ export const PRELUDE = String.raw`(function () {
   }
   const baseline = new Set(ownKeys(globalThis));
 
+  const baselineCount = baseline.size;
   const reset = function () {
+    // Existing globals are non-configurable, so an unchanged count means nothing was added.
+    if (ownKeys(globalThis).length === baselineCount) return true;
     let clean = true;
     for (const k of ownKeys(globalThis)) {
       if (!baseline.has(k) && !deleteProperty(globalThis, k)) clean = false;

@@ -1,0 +1,231 @@
+import { Effect, Option } from "effect"
+import type { Timestamp } from "../crdt/types.js"
+import { type Change, ChangeStage, Changes } from "./Changes.js"
+import { type Connection, Connections } from "./Connections.js"
+import { Hlc } from "./Hlc.js"
+import { Security } from "./Security.js"
+import { ServerConfig } from "./ServerConfig.js"
+import { Storage } from "./Storage.js"
+import { WriteBehind } from "./storage/write-behind.js"
+
+export type JournalEventType = "PUT" | "UPDATE" | "DELETE"
+
+/** One journal entry (protocol.md §3.14 JournalEventData), with the sequence kept numeric internally. */
+interface JournalEntry {
+  readonly seq: number
+  readonly type: JournalEventType
+  readonly mapName: string
+  readonly key: string
+  readonly value: unknown
+  readonly previousValue: unknown
+  readonly timestamp: Timestamp
+}
+
+interface JournalSubscription {
+  readonly id: string
+  readonly connection: Connection
+  readonly mapName: string | undefined
+  readonly types: ReadonlySet<JournalEventType> | undefined
+}
+
+/** Sequences are reserved in blocks persisted ahead of use, so a restart (even after a crash) never reuses one. */
+const SEQ_BLOCK = 1000
+const SEQ_META_KEY = "journal:reservedSequence"
+
+/** Fixed-capacity ring of entries in sequence order. */
+class Ring {
+  private readonly items: Array<JournalEntry | undefined>
+  private start = 0
+  size = 0
+  constructor(readonly capacity: number) {
+    this.items = new Array(capacity)
+  }
+  push(entry: JournalEntry): void {
+    if (this.size < this.capacity) {
+      this.items[(this.start + this.size) % this.capacity] = entry
+      this.size++
+    } else {
+      this.items[this.start] = entry
+      this.start = (this.start + 1) % this.capacity
+    }
+  }
+  at(i: number): JournalEntry {
+    return this.items[(this.start + i) % this.capacity]!
+  }
+  /** Index of the first entry with seq >= `seq` (binary search: sequences increase along the ring). */
+  lowerBound(seq: number): number {
+    let lo = 0
+    let hi = this.size
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (this.at(mid).seq < seq) lo = mid + 1
+      else hi = mid
+    }
+    return lo
+  }
+}
+
+const firstOf = (v: unknown): unknown => (Array.isArray(v) ? v[0] : v)
+
+/**
+ * The event journal (protocol.md §3.14, §4.14; behavior.md §3.23): a bounded ring of PUT / UPDATE /
+ * DELETE events fed by `Changes`, with per-node sequences that start at 1 and continue across restarts.
+ * Subscriptions and reads are filtered by map, type and READ permission, with FLS per recipient.
+ */
+export class Journal extends Effect.Service<Journal>()("tessera/Journal", {
+  effect: Effect.gen(function* () {
+    const config = yield* ServerConfig
+    const changes = yield* Changes
+    const connections = yield* Connections
+    const security = yield* Security
+    const storage = yield* Storage
+    const writeBehind = yield* WriteBehind
+    const hlc = (yield* Hlc).clock
+
+    const enabled = config.journalEnabled
+    const ring = new Ring(Math.max(1, config.journalCapacity))
+    const subscriptions = new Map<string, Map<string, JournalSubscription>>()
+
+    // Continue after the highest sequence ever reserved (behavior.md §3.23: never reused).
+    const reserved = storage.durable
+      ? yield* storage.getMeta(SEQ_META_KEY).pipe(
+        Effect.map(Option.match({ onNone: () => 0, onSome: (v) => Number(v) || 0 })),
+        Effect.orElseSucceed(() => 0)
+      )
+      : 0
+    let lastSeq = reserved
+    let reservedUpTo = reserved
+    const reserve = () => {
+      if (!storage.durable) return
+      reservedUpTo = lastSeq + SEQ_BLOCK
+      writeBehind.submitUnsafe([{ _tag: "Meta", key: SEQ_META_KEY, value: String(reservedUpTo) }])
+    }
+    if (enabled) reserve()
+
+    const toWire = (e: JournalEntry, c: Connection): object => {
+      const filter = security.valueFilter(c.principal!, e.mapName)
+      return {
+        sequence: String(e.seq),
+        type: e.type,
+        mapName: e.mapName,
+        key: e.key,
+        ...(e.value !== undefined ? { value: e.value === null ? null : filter(e.value) } : {}),
+        ...(e.previousValue !== undefined ? { previousValue: e.previousValue === null ? null : filter(e.previousValue) } : {}),
+        timestamp: e.timestamp,
+        nodeId: config.nodeId
+      }
+    }
+
+    const visibleTo = (e: JournalEntry, c: Connection) => security.checkPermission(c.principal!, e.mapName, "READ")
+
+    const matches = (e: JournalEntry, sub: JournalSubscription) =>
+      (sub.mapName === undefined || sub.mapName === e.mapName) && (sub.types === undefined || sub.types.has(e.type)) && visibleTo(e, sub.connection)
+
+    const entryOf = (change: Change, seq: number): JournalEntry => {
+      const removal = change.eventType === "REMOVE" || change.eventType === "OR_REMOVE"
+      const type: JournalEventType = removal ? "DELETE" : change.before === undefined ? "PUT" : "UPDATE"
+      const value = change.eventType === "OR_ADD" ? change.orRecord!.value : removal ? undefined : change.after
+      return {
+        seq,
+        type,
+        mapName: change.mapName,
+        key: change.key,
+        value,
+        previousValue: firstOf(change.before),
+        timestamp: change.record?.timestamp ?? change.orRecord?.timestamp ?? hlc.now()
+      }
+    }
+
+    const onChange = (change: Change): void => {
+      const entry = entryOf(change, ++lastSeq)
+      if (lastSeq > reservedUpTo - SEQ_BLOCK / 2) reserve()
+      ring.push(entry)
+      for (const own of subscriptions.values()) {
+        for (const sub of own.values()) {
+          if (matches(entry, sub)) sub.connection.send({ type: "JOURNAL_EVENT", event: toWire(entry, sub.connection) })
+        }
+      }
+    }
+    if (enabled) changes.subscribe(ChangeStage.Journal, "journal", onChange)
+
+    const disabled = (c: Connection) =>
+      Effect.sync(() => c.send({ type: "ERROR", payload: { code: 503, message: "Event journal not enabled" } }))
+
+    const parseSeq = (s: string | undefined): number | undefined => {
+      if (s === undefined) return undefined
+      const n = Number(s)
+      return Number.isSafeInteger(n) && n >= 0 ? n : undefined
+    }
+
+    const subscribe = (c: Connection, m: { requestId: string; fromSequence?: string | undefined; mapName?: string | undefined; types?: ReadonlyArray<string> | undefined }) => {
+      if (!enabled) return disabled(c)
+      return Effect.sync(() => {
+        const from = parseSeq(m.fromSequence)
+        if (m.fromSequence !== undefined && from === undefined) {
+          return c.send({ type: "ERROR", payload: { code: 400, message: `Invalid fromSequence: ${m.fromSequence}` } })
+        }
+        const sub: JournalSubscription = {
+          id: m.requestId,
+          connection: c,
+          mapName: m.mapName,
+          types: m.types === undefined ? undefined : new Set(m.types as ReadonlyArray<JournalEventType>)
+        }
+        let own = subscriptions.get(c.id)
+        if (own === undefined) subscriptions.set(c.id, own = new Map())
+        own.set(sub.id, sub)
+        if (from === undefined) return
+        // A subscriber asking for events the ring no longer holds is told, then gets what is retained.
+        const oldest = ring.size > 0 ? ring.at(0).seq : lastSeq + 1
+        if (from < oldest && from <= lastSeq && from > 0) {
+          c.send({
+            type: "ERROR",
+            payload: {
+              code: 410,
+              message: `Journal events before sequence ${oldest} are no longer retained`,
+              details: { subscriptionId: sub.id, requestedSequence: String(from), oldestSequence: String(oldest) }
+            }
+          })
+        }
+        for (let i = ring.lowerBound(from); i < ring.size; i++) {
+          const e = ring.at(i)
+          if (matches(e, sub)) c.send({ type: "JOURNAL_EVENT", event: toWire(e, c) })
+        }
+      })
+    }
+
+    const unsubscribe = (c: Connection, subscriptionId: string) => {
+      if (!enabled) return disabled(c)
+      return Effect.sync(() => {
+        subscriptions.get(c.id)?.delete(subscriptionId)
+      })
+    }
+
+    const read = (c: Connection, m: { requestId: string; fromSequence: string; limit?: number | undefined; mapName?: string | undefined }) => {
+      if (!enabled) return disabled(c)
+      return Effect.sync(() => {
+        const from = parseSeq(m.fromSequence)
+        if (from === undefined) {
+          return c.send({ type: "ERROR", payload: { code: 400, message: `Invalid fromSequence: ${m.fromSequence}` } })
+        }
+        const limit = Math.max(1, Math.min(m.limit ?? 100, 10_000))
+        const sub: JournalSubscription = { id: m.requestId, connection: c, mapName: m.mapName, types: undefined }
+        const events: object[] = []
+        let hasMore = false
+        for (let i = ring.lowerBound(from); i < ring.size; i++) {
+          const e = ring.at(i)
+          if (!matches(e, sub)) continue
+          if (events.length === limit) {
+            hasMore = true
+            break
+          }
+          events.push(toWire(e, c))
+        }
+        c.send({ type: "JOURNAL_READ_RESPONSE", requestId: m.requestId, events, hasMore })
+      })
+    }
+
+    connections.onDisconnect(10, (c) => Effect.sync(() => subscriptions.delete(c.id)))
+
+    return { subscribe, unsubscribe, read, lastSequence: () => lastSeq, enabled } as const
+  })
+}) {}
