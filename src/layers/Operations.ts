@@ -6,7 +6,9 @@ import { validateClientOp } from "../protocol/client-op.js"
 import type { Principal } from "./Auth.js"
 import type { Connection } from "./Connections.js"
 import { Hlc } from "./Hlc.js"
+import { Connections } from "./Connections.js"
 import { Maps, type MapState } from "./Maps.js"
+import { Resolvers } from "./Resolvers.js"
 import { Security } from "./Security.js"
 import { ServerConfig } from "./ServerConfig.js"
 
@@ -46,6 +48,15 @@ const levelOf = (u: unknown): WriteConcern | undefined =>
 const timeoutOf = (u: unknown): number | undefined =>
   typeof u === "number" && Number.isFinite(u) && u >= 0 ? u : undefined
 
+const namesOf = (ops: ReadonlyArray<unknown>): Set<string> => {
+  const names = new Set<string>()
+  for (const op of ops) {
+    const name = (op as { mapName?: unknown } | null)?.mapName
+    if (typeof name === "string") names.add(name)
+  }
+  return names
+}
+
 /** Bounded set of original client timestamps already applied (timestamp mode `server`, protocol.md §4.1.5). */
 class DuplicateWindow {
   private readonly seen = new Map<string, number>()
@@ -81,6 +92,8 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
     const wall = hlcService.wallMillis
     const maps = yield* Maps
     const security = yield* Security
+    const resolvers = yield* Resolvers
+    const connections = yield* Connections
     const duplicates = new DuplicateWindow(config.duplicateWindowMs, 100_000)
 
     /** Loads every map the ops name before the synchronous apply loop (reads and writes wait for loads). */
@@ -105,6 +118,18 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
         )
     }
 
+    /** MERGE_REJECTED to the writer, or to the map's subscribers when the write has no connection (HTTP). */
+    const mergeRejected = (source: WriteSource, state: MapState, key: string, attemptedValue: unknown, reason: string) => {
+      const timestamp = hlc.now()
+      const send = (c: Connection) =>
+        c.send({ type: "MERGE_REJECTED", mapName: state.name, key, attemptedValue: attemptedValue === null ? null : security.filterValue(c.principal!, state.name, attemptedValue), reason, timestamp })
+      if (source.connection !== undefined) return send(source.connection)
+      for (const id of connections.mapSubscribers(state.name)?.keys() ?? []) {
+        const c = connections.get(id)
+        if (c?.principal !== undefined) send(c)
+      }
+    }
+
     /**
      * Processes ops in order. `batchConcern` / `batchTimeout` are the OP_BATCH defaults.
      */
@@ -116,6 +141,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
     ): Effect.Effect<WriteOutcome> =>
       Effect.gen(function* () {
         const loadFailures = yield* loadMaps(ops)
+        yield* resolvers.prepare(namesOf(ops))
         const refusals: OpRefusal[] = []
         const slots: Array<{ opId: string | undefined; result: OpResult | undefined; persistTimeout?: number }> = []
         const writerId = source.connection?.id
@@ -173,6 +199,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
           }
 
           let duplicate = false
+          let rejectedByResolver: string | undefined
           if (clientTs !== undefined) {
             hlc.update(clientTs)
             if (config.timestampMode === "server") {
@@ -193,8 +220,20 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
                   : kind === "REMOVE" || restamp
                   ? { ...op.record, ...(kind === "REMOVE" ? { value: null } : {}), ...(restamp ? { timestamp: hlc.now() } : {}) }
                   : op.record
-                maps.applyLww(state, op.key, record, ctx)
                 lastActive = record.timestamp
+                if (!resolvers.has(state.name)) {
+                  maps.applyLww(state, op.key, record, ctx)
+                  break
+                }
+                const resolution = resolvers.resolve(state, op.key, record, source.principal, writerId)
+                if (resolution._tag === "Accept") maps.applyLww(state, op.key, record, ctx)
+                else if (resolution._tag === "Merge") {
+                  const merged: LWWRecord = { value: resolution.value as LWWRecord["value"], timestamp: hlc.now(), ...(record.ttlMs !== undefined ? { ttlMs: record.ttlMs } : {}) }
+                  maps.applyLww(state, op.key, merged, { ...ctx, echoToWriter: true })
+                } else if (resolution._tag === "Reject") {
+                  rejectedByResolver = resolution.reason
+                  mergeRejected(source, state, op.key, record.value, resolution.reason)
+                }
                 break
               }
               case "OR_ADD": {
@@ -211,7 +250,9 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
             }
           }
           // APPLIED; a single node has no backups, so REPLICATED is reached with it.
-          if (opId === undefined) {
+          if (rejectedByResolver !== undefined) {
+            slots.push({ opId, result: opId === undefined ? undefined : { opId, success: false, achievedLevel: "MEMORY", error: `Rejected by conflict resolver: ${rejectedByResolver}` } })
+          } else if (opId === undefined) {
             slots.push({ opId, result: undefined })
           } else if (requested === "FIRE_AND_FORGET") {
             slots.push({ opId, result: { opId, success: true, achievedLevel: "FIRE_AND_FORGET" } })

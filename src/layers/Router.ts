@@ -4,6 +4,8 @@ import type { Connection } from "./Connections.js"
 import { lowestSuccessfulLevel, Operations, type WriteOutcome } from "./Operations.js"
 import { Journal } from "./Journal.js"
 import { Partitions } from "./Partitions.js"
+import { Processors } from "./Processors.js"
+import { Resolvers } from "./Resolvers.js"
 import { Queries } from "./Queries.js"
 import { Sync } from "./Sync.js"
 
@@ -24,6 +26,8 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
     const partitions = yield* Partitions
     const queries = yield* Queries
     const journal = yield* Journal
+    const processors = yield* Processors
+    const resolvers = yield* Resolvers
 
     const notImplemented = (connection: Connection, message: ClientMessage) =>
       Effect.sync(() =>
@@ -117,11 +121,11 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
         LOCK_RELEASE: (m) => (c: Connection) => notImplemented(c, m),
         COUNTER_REQUEST: (m) => (c: Connection) => notImplemented(c, m),
         COUNTER_SYNC: (m) => (c: Connection) => notImplemented(c, m),
-        ENTRY_PROCESS: (m) => (c: Connection) => notImplemented(c, m),
-        ENTRY_PROCESS_BATCH: (m) => (c: Connection) => notImplemented(c, m),
-        REGISTER_RESOLVER: (m) => (c: Connection) => notImplemented(c, m),
-        UNREGISTER_RESOLVER: (m) => (c: Connection) => notImplemented(c, m),
-        LIST_RESOLVERS: (m) => (c: Connection) => notImplemented(c, m),
+        ENTRY_PROCESS: (m) => (c: Connection) => processors.process(c, m),
+        ENTRY_PROCESS_BATCH: (m) => (c: Connection) => processors.processBatch(c, m),
+        REGISTER_RESOLVER: (m) => (c: Connection) => resolvers.register(c, m),
+        UNREGISTER_RESOLVER: (m) => (c: Connection) => resolvers.unregister(c, m),
+        LIST_RESOLVERS: (m) => (c: Connection) => resolvers.list(c, m),
         PARTITION_MAP_REQUEST: (m) => (c: Connection) => partitions.request(c, m.payload?.currentVersion),
         JOURNAL_SUBSCRIBE: (m) => (c: Connection) => journal.subscribe(c, m),
         JOURNAL_UNSUBSCRIBE: (m) => (c: Connection) => journal.unsubscribe(c, m.subscriptionId),

@@ -492,6 +492,26 @@ const make = Effect.gen(function* () {
     })
   }
 
+  /**
+   * Compiles and caches a function without running it, so a later run is synchronous (a cache hit never
+   * awaits). Callers that must run user code inside a synchronous critical section call this first.
+   */
+  const prepare = (kind: CodeKind, name: string, code: string): Effect.Effect<void, SandboxError> =>
+    Effect.suspend(() => {
+      if (kind === "processor" && matchBuiltinProcessor(name, code) !== undefined) return Effect.void
+      const cache = kind === "processor" ? processors : resolvers
+      const cacheKey = `${name}\u0000${code}`
+      if (cache.get(cacheKey) !== undefined) return Effect.void
+      if (code.length > config.maxCodeLength) {
+        return Effect.fail(new SandboxSyntax({ message: `Code exceeds ${config.maxCodeLength} characters` }))
+      }
+      const forbidden = findForbiddenPattern(code)
+      if (forbidden !== undefined) return Effect.fail(new SandboxForbidden({ message: forbidden }))
+      return Effect.map(engine.compile(kind, code), (compiled) => {
+        cache.set(cacheKey, compiled)
+      })
+    })
+
   /** Pushes a built-in's output through the same JSON boundary and size cap as sandboxed output. */
   const fromHostOutput = (out: ProcessorOutput): Outcome<ProcessorOutput> => {
     const json = toJson({ value: out.value, result: out.result })
@@ -592,6 +612,7 @@ const make = Effect.gen(function* () {
     runProcessor,
     runResolver,
     validateCode,
+    prepare,
     /** Number of cached compiled functions (processors + resolvers); for tests and metrics. */
     cachedCount: (): number => processors.size + resolvers.size,
     config

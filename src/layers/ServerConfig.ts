@@ -51,6 +51,8 @@ export interface ServerSettings {
   readonly ttlSweepIntervalMs: number
   readonly securityPolicies: ReadonlyArray<SecurityPolicy>
   readonly journalEnabled: boolean
+  /** Built-in conflict resolvers per map name, e.g. `{ "scores": ["builtin:non_negative"] }` (server-side only). */
+  readonly builtinResolvers: Readonly<Record<string, ReadonlyArray<string>>>
   readonly journalCapacity: number
   readonly logLevel: LogLevelName
   readonly shutdownTimeoutMs: number
@@ -91,6 +93,7 @@ export const defaultSettings: ServerSettings = {
   ttlSweepIntervalMs: 1_000,
   securityPolicies: [],
   journalEnabled: true,
+  builtinResolvers: {},
   journalCapacity: 10_000,
   logLevel: "info",
   shutdownTimeoutMs: 10_000

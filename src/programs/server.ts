@@ -5,6 +5,9 @@ import { Connections } from "../layers/Connections.js"
 import { Hlc } from "../layers/Hlc.js"
 import { Journal } from "../layers/Journal.js"
 import { Maps } from "../layers/Maps.js"
+import { Processors } from "../layers/Processors.js"
+import { Resolvers } from "../layers/Resolvers.js"
+import { Sandbox } from "../layers/Sandbox.js"
 import { Operations } from "../layers/Operations.js"
 import { Partitions, ServerInfo } from "../layers/Partitions.js"
 import { Queries } from "../layers/Queries.js"
@@ -38,8 +41,9 @@ export const serverLayerWith = <E>(storage: Layer.Layer<Storage, E>) =>
   Transport.Default.pipe(
     Layer.provideMerge(Sessions.Default),
     Layer.provideMerge(Router.Default),
-    Layer.provideMerge(Layer.mergeAll(Operations.Default, Sync.Default, Partitions.Default, Queries.Default, Journal.Default)),
-    Layer.provideMerge(Maps.Default),
+    Layer.provideMerge(Layer.mergeAll(Operations.Default, Sync.Default, Partitions.Default, Queries.Default, Journal.Default, Processors.Default)),
+    Layer.provideMerge(Resolvers.Default),
+    Layer.provideMerge(Layer.mergeAll(Maps.Default, Sandbox.Default)),
     Layer.provideMerge(WriteBehind.Default),
     Layer.provideMerge(Layer.mergeAll(storage, WriteBehindConfig.layer())),
     Layer.provideMerge(Layer.mergeAll(Auth.Default, Security.Default, Hlc.Default, Changes.Default, Connections.Default, ServerInfo.Default))

@@ -9,16 +9,43 @@ export interface Page<A> {
   readonly rows: ReadonlyArray<A>
   /** Keyset cursor of the last row; undefined when the page is empty (the end). */
   readonly last: Cursor | undefined
+  /** Approximate characters the page took to transfer (drives the next page's size). */
+  readonly chars: number
 }
 
-/** Reads page by page through `fetch(cursor)` (first page: `undefined`) until a page comes back empty. */
+/** Characters one page should take: small enough to hold twice in memory, big enough to amortize a query. */
+const PAGE_CHAR_BUDGET = 8 * 1024 * 1024
+const FIRST_PAGE_ROWS = 16
+
+/**
+ * Reads page by page through `fetch(cursor, limit)` (first page: `cursor` undefined) until a page comes
+ * back empty. The row limit adapts to the observed row size so a page stays near the char budget: small
+ * rows get `maxRows`, megabyte values a few per page. A page that fails is retried smaller (a string too
+ * big for SQLite or V8 is the likely reason) until a single row still fails: then the error stands.
+ */
 export const pages = <A>(
-  fetch: (cursor: Cursor | undefined) => Effect.Effect<Page<A>, StorageError>
-): Stream.Stream<ReadonlyArray<A>, StorageError> =>
-  Stream.paginateEffect(undefined as Cursor | undefined, (cursor) =>
-    Effect.map(fetch(cursor), (page) =>
-      [page.rows, page.last === undefined ? Option.none<Cursor | undefined>() : Option.some<Cursor | undefined>(page.last)] as const
-    )).pipe(Stream.filter((rows) => rows.length > 0))
+  maxRows: number,
+  fetch: (cursor: Cursor | undefined, limit: number) => Effect.Effect<Page<A>, StorageError>
+): Stream.Stream<ReadonlyArray<A>, StorageError> => {
+  const max = Math.max(1, Math.floor(maxRows))
+  return Stream.suspend(() => {
+  let limit = Math.min(max, FIRST_PAGE_ROWS)
+  const fetchAdaptive = (cursor: Cursor | undefined): Effect.Effect<Page<A>, StorageError> =>
+    Effect.catchAll(fetch(cursor, limit), (error) => {
+      if (limit <= 1) return Effect.fail(error)
+      limit = Math.max(1, limit >> 2)
+      return fetchAdaptive(cursor)
+    })
+  return Stream.paginateEffect(undefined as Cursor | undefined, (cursor) =>
+    Effect.map(fetchAdaptive(cursor), (page) => {
+      if (page.rows.length > 0) {
+        const perRow = Math.max(1, page.chars / page.rows.length)
+        limit = Math.max(1, Math.min(max, Math.floor(PAGE_CHAR_BUDGET / perRow)))
+      }
+      return [page.rows, page.last === undefined ? Option.none<Cursor | undefined>() : Option.some<Cursor | undefined>(page.last)] as const
+    })).pipe(Stream.filter((rows) => rows.length > 0))
+  })
+}
 
 /** Tombstones first, then OR records, then LWW rows (the order `LoadedChunk` promises). */
 export const mapChunks = (

@@ -12,10 +12,8 @@ import type { LoadedChunk, LoadedLww, LoadedOrRecord, LoadedOrTombstone, Storage
 import { describeCause, StorageError } from "./errors.js"
 import { migrationsTableSql, runMigrations } from "./migrations.js"
 import { batchStatements, decodeLww, decodeOrRecord, decodeOrTombstone, isMapType, NodeIdInterner, postgresDialect, T } from "./schema.js"
-import { collectMap, mapChunks, pages } from "./load.js"
+import { collectMap, mapChunks, type Page, pages } from "./load.js"
 
-/** Value bytes per load chunk: bounds the memory a chunk of large values can take. */
-const CHUNK_VALUE_BUDGET = 32 * 1024 * 1024
 /** Serializes concurrent migrations of several nodes starting on one database. */
 const MIGRATION_LOCK_ID = 0x7e55e7a
 
@@ -67,56 +65,52 @@ export const makePostgresStorage = (opts: { readonly url: string }) =>
       })
     ).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(failed(`Cannot migrate ${where}`)(e))))
 
-    /** Rows of one key range, bounded by `limit` rows and by the value bytes of the range. */
-    const rangeQuery = (table: string, cols: string, order: string, keyset: string | undefined, limitParam: number) =>
-      `SELECT ${cols} FROM (
-        SELECT *, sum(octet_length(value)) OVER (ORDER BY ${order} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
-        FROM (SELECT * FROM ${table} WHERE map_name = $1 ${keyset === undefined ? "" : `AND ${keyset}`} ORDER BY ${order} LIMIT $${limitParam}) s
-      ) w WHERE coalesce(before, 0) < ${CHUNK_VALUE_BUDGET} ORDER BY ${order}`
+    const pageQuery = (table: string, cols: string, order: string, keyset: string | undefined, limitParam: number) =>
+      `SELECT ${cols} FROM ${table} WHERE map_name = $1 ${keyset === undefined ? "" : `AND ${keyset}`} ORDER BY ${order} LIMIT $${limitParam}`
 
     const LWW_COLS = "key, value, ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id"
     const OR_COLS = "key, tag, value, ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id"
-    const lwwFirst = rangeQuery(T.lww, LWW_COLS, "key", undefined, 2)
-    const lwwNext = rangeQuery(T.lww, LWW_COLS, "key", "key > $2", 3)
-    const orFirst = rangeQuery(T.orRecords, OR_COLS, "key, tag", undefined, 2)
-    const orNext = rangeQuery(T.orRecords, OR_COLS, "key, tag", "(key, tag) > ($2, $3)", 4)
-    const tombFirst = `SELECT tag, stored_millis, stored_counter, stored_node_id FROM ${T.orTombstones} WHERE map_name = $1 ORDER BY tag LIMIT $2`
-    const tombNext = `SELECT tag, stored_millis, stored_counter, stored_node_id FROM ${T.orTombstones} WHERE map_name = $1 AND tag > $2 ORDER BY tag LIMIT $3`
+    const TOMB_COLS = "tag, stored_millis, stored_counter, stored_node_id"
+    const lwwFirst = pageQuery(T.lww, LWW_COLS, "key", undefined, 2)
+    const lwwNext = pageQuery(T.lww, LWW_COLS, "key", "key > $2", 3)
+    const orFirst = pageQuery(T.orRecords, OR_COLS, "key, tag", undefined, 2)
+    const orNext = pageQuery(T.orRecords, OR_COLS, "key, tag", "(key, tag) > ($2, $3)", 4)
+    const tombFirst = pageQuery(T.orTombstones, TOMB_COLS, "tag", undefined, 2)
+    const tombNext = pageQuery(T.orTombstones, TOMB_COLS, "tag", "tag > $2", 3)
 
-    const fetchRows = (name: string, text: string, args: ReadonlyArray<unknown>) =>
-      unsafe(text, args).values.pipe(Effect.mapError(failed(`Cannot load map ${JSON.stringify(name)} from ${where}`)))
+    /** One page as row arrays; `valueCol` (or -1) is the JSON text column, measured for page sizing. */
+    const fetchPage = <A>(
+      name: string,
+      first: string,
+      next: string,
+      cursorCols: number,
+      valueCol: number,
+      decode: (row: ReadonlyArray<any>) => A
+    ) =>
+    (cursor: ReadonlyArray<unknown> | undefined, limit: number): Effect.Effect<Page<A>, StorageError> =>
+      unsafe(cursor === undefined ? first : next, cursor === undefined ? [name, limit] : [name, ...cursor, limit]).values.pipe(
+        Effect.mapError(failed(`Cannot load map ${JSON.stringify(name)} from ${where}`)),
+        Effect.flatMap((rows) =>
+          Effect.try({
+            try: (): Page<A> => {
+              let chars = 0
+              for (const r of rows) chars += 64 + (valueCol >= 0 && typeof r[valueCol] === "string" ? (r[valueCol] as string).length : 0)
+              return { rows: rows.map(decode), last: rows.length === 0 ? undefined : rows[rows.length - 1]!.slice(0, cursorCols), chars }
+            },
+            catch: failed(`Corrupt rows in map ${JSON.stringify(name)} in ${where}`)
+          })
+        )
+      )
 
     const streamMap = (name: string, chunkSize = 5000): Stream.Stream<LoadedChunk, StorageError> => {
       const ids = new NodeIdInterner()
-      const last = (rows: ReadonlyArray<ReadonlyArray<unknown>>, n: number) =>
-        rows.length === 0 ? undefined : rows[rows.length - 1]!.slice(0, n)
-      const tombstones = pages<LoadedOrTombstone>((cursor) =>
-        Effect.map(
-          fetchRows(name, cursor === undefined ? tombFirst : tombNext, cursor === undefined ? [name, chunkSize] : [name, ...cursor, chunkSize]),
-          (rows) => ({ rows: rows.map((r) => decodeOrTombstone(ids, r[0] as string, r[1], r[2], r[3] as string)), last: last(rows, 1) })
-        )
+      return mapChunks(
+        pages(chunkSize, fetchPage(name, tombFirst, tombNext, 1, -1, (r) => decodeOrTombstone(ids, r[0], r[1], r[2], r[3]))),
+        pages(chunkSize, fetchPage(name, orFirst, orNext, 2, 2, (r) =>
+          decodeOrRecord(ids, r[0], r[1], parseValue(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9]))),
+        pages(chunkSize, fetchPage(name, lwwFirst, lwwNext, 1, 1, (r) =>
+          decodeLww(ids, r[0], parseValue(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8])))
       )
-      const orRecords = pages<LoadedOrRecord>((cursor) =>
-        Effect.map(
-          fetchRows(name, cursor === undefined ? orFirst : orNext, cursor === undefined ? [name, chunkSize] : [name, ...cursor, chunkSize]),
-          (rows) => ({
-            rows: rows.map((r) =>
-              decodeOrRecord(ids, r[0] as string, r[1] as string, parseValue(r[2]), r[3], r[4], r[5] as string, r[6], r[7], r[8], r[9] as string)
-            ),
-            last: last(rows, 2)
-          })
-        )
-      )
-      const lww = pages<LoadedLww>((cursor) =>
-        Effect.map(
-          fetchRows(name, cursor === undefined ? lwwFirst : lwwNext, cursor === undefined ? [name, chunkSize] : [name, ...cursor, chunkSize]),
-          (rows) => ({
-            rows: rows.map((r) => decodeLww(ids, r[0] as string, parseValue(r[1]), r[2], r[3], r[4] as string, r[5], r[6], r[7], r[8] as string)),
-            last: last(rows, 1)
-          })
-        )
-      )
-      return mapChunks(tombstones, orRecords, lww)
     }
 
     const getMapType = (name: string): Effect.Effect<Option.Option<MapType>, StorageError> =>

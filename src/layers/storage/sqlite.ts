@@ -7,7 +7,7 @@
  *   statements, COMMIT — executed natively in one go.
  * - loads: each chunk is ONE row holding a JSON array built by SQLite (`json_group_array`), parsed with
  *   one `JSON.parse`. libsql builds a property-defined object per row and column otherwise, which alone
- *   would take seconds for a million rows. Chunks are bounded by row count and by value bytes.
+ *   would take seconds for a million rows. Page sizes adapt to the row size (load.ts).
  * Everything else (metadata, map types, readiness) uses the `SqlClient`.
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
@@ -21,7 +21,7 @@ import { pathToFileURL } from "node:url"
 import type { MapType } from "../../crdt/types.js"
 import type { LoadedChunk, LoadedLww, LoadedMap, LoadedOrRecord, LoadedOrTombstone, Storage, StorageService } from "../Storage.js"
 import { describeCause, StorageError, storageError } from "./errors.js"
-import { collectMap, mapChunks, pages } from "./load.js"
+import { collectMap, mapChunks, type Page, pages } from "./load.js"
 import { migrationsTableSql, runMigrations } from "./migrations.js"
 import {
   batchStatements,
@@ -35,9 +35,6 @@ import {
 } from "./schema.js"
 
 export const SQLITE_FILE_NAME = "tessera.db"
-
-/** Value characters per load chunk: keeps the chunk's JSON string far below V8's string limit. */
-const CHUNK_VALUE_BUDGET = 32 * 1024 * 1024
 
 export const makeSqliteStorage = (opts: { readonly dataDir: string }) =>
   Effect.gen(function*() {
@@ -80,62 +77,70 @@ export const makeSqliteStorage = (opts: { readonly dataDir: string }) =>
     const sql: SqlClient.SqlClient = yield* LibsqlClient.make({ liveClient: sdk }).pipe(Effect.provide(Reactivity.layer))
     const sqlFailed = (what: string) => (e: unknown) => new StorageError({ message: `${what}: ${describeCause(e)}`, cause: e })
 
-    /** One chunk as a single JSON text: `json_group_array(json_array(<cols>) ORDER BY <order>)`. */
-    const chunkQuery = (table: string, cols: string, order: string, keyset: string | undefined) =>
-      `SELECT json_group_array(json_array(${cols}) ORDER BY ${order}) FROM (
-        SELECT * FROM (
-          SELECT *, sum(length(value)) OVER (ORDER BY ${order} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
-          FROM (SELECT * FROM ${table} WHERE map_name = ? ${keyset === undefined ? "" : `AND ${keyset}`} ORDER BY ${order} LIMIT ?)
-        ) WHERE coalesce(before, 0) < ${CHUNK_VALUE_BUDGET})`
-    const tombstoneQuery = (keyset: boolean) =>
-      `SELECT json_group_array(json_array(tag, stored_millis, stored_counter, stored_node_id) ORDER BY tag) FROM (
-        SELECT * FROM ${T.orTombstones} WHERE map_name = ? ${keyset ? "AND tag > ?" : ""} ORDER BY tag LIMIT ?)`
+    /**
+     * One page as a single JSON text. For LWW rows and tombstones the aggregate is unordered (an ordered
+     * aggregate costs ~40% of the load) and the keyset cursor is `max(<key>)`, exact whatever the order.
+     * OR records need a (key, tag) cursor, so they keep the ordered aggregate and use the last element.
+     */
+    const pageQuery = (table: string, cols: string, order: string, keyset: string | undefined) => {
+      const from = `FROM (SELECT * FROM ${table} WHERE map_name = ? ${keyset === undefined ? "" : `AND ${keyset}`} ORDER BY ${order} LIMIT ?)`
+      return order.includes(",")
+        ? `SELECT json_group_array(json_array(${cols}) ORDER BY ${order}), NULL ${from}`
+        : `SELECT json_group_array(json_array(${cols})), max(${order}) ${from}`
+    }
 
     const LWW_COLS = "key, ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id, json(value)"
     const OR_COLS = "key, tag, ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id, json(value)"
-    const lwwFirst = chunkQuery(T.lww, LWW_COLS, "key", undefined)
-    const lwwNext = chunkQuery(T.lww, LWW_COLS, "key", "key > ?")
-    const orFirst = chunkQuery(T.orRecords, OR_COLS, "key, tag", undefined)
-    const orNext = chunkQuery(T.orRecords, OR_COLS, "key, tag", "(key, tag) > (?, ?)")
-    const tombFirst = tombstoneQuery(false)
-    const tombNext = tombstoneQuery(true)
+    const TOMB_COLS = "tag, stored_millis, stored_counter, stored_node_id"
+    const lwwFirst = pageQuery(T.lww, LWW_COLS, "key", undefined)
+    const lwwNext = pageQuery(T.lww, LWW_COLS, "key", "key > ?")
+    const orFirst = pageQuery(T.orRecords, OR_COLS, "key, tag", undefined)
+    const orNext = pageQuery(T.orRecords, OR_COLS, "key, tag", "(key, tag) > (?, ?)")
+    const tombFirst = pageQuery(T.orTombstones, TOMB_COLS, "tag", undefined)
+    const tombNext = pageQuery(T.orTombstones, TOMB_COLS, "tag", "tag > ?")
 
-    const fetchJsonChunk = (name: string, sqlText: string, args: Array<Libsql.InValue>) =>
-      Effect.map(
-        exec(`Cannot load map ${JSON.stringify(name)} from ${file}`, { sql: sqlText, args }),
-        (rs) => JSON.parse(String(rs.rows[0]?.[0] ?? "[]")) as Array<Array<any>>
+    /**
+     * Fetches one page and decodes its rows. The keyset cursor is the query's second column when present
+     * (`max(key)`), else the first `cursorCols` values of the last (ordered) row.
+     */
+    const fetchPage = <A>(
+      name: string,
+      first: string,
+      next: string,
+      cursorCols: number,
+      decode: (row: Array<any>) => A
+    ) =>
+    (cursor: ReadonlyArray<unknown> | undefined, limit: number): Effect.Effect<Page<A>, StorageError> =>
+      Effect.flatMap(
+        exec(`Cannot load map ${JSON.stringify(name)} from ${file}`, {
+          sql: cursor === undefined ? first : next,
+          args: cursor === undefined ? [name, limit] : [name, ...(cursor as Array<Libsql.InValue>), limit]
+        }),
+        (rs) =>
+          Effect.try({
+            try: (): Page<A> => {
+              const row = rs.rows[0]
+              const text = String(row?.[0] ?? "[]")
+              const arr = JSON.parse(text) as Array<Array<any>>
+              const max = row?.[1]
+              const last = arr.length === 0
+                ? undefined
+                : max !== null && max !== undefined
+                ? [max]
+                : arr[arr.length - 1]!.slice(0, cursorCols)
+              return { rows: arr.map(decode), last, chars: text.length }
+            },
+            catch: storageError(`Corrupt rows in map ${JSON.stringify(name)} in ${file}`)
+          })
       )
 
     const streamMap = (name: string, chunkSize = 5000): Stream.Stream<LoadedChunk, StorageError> => {
       const ids = new NodeIdInterner()
-      const tombstones = pages<LoadedOrTombstone>((cursor) =>
-        Effect.map(
-          fetchJsonChunk(name, cursor === undefined ? tombFirst : tombNext, cursor === undefined ? [name, chunkSize] : [name, cursor[0] as string, chunkSize]),
-          (arr) => ({
-            rows: arr.map((r) => decodeOrTombstone(ids, r[0], r[1], r[2], r[3])),
-            last: arr.length === 0 ? undefined : [arr[arr.length - 1]![0]]
-          })
-        )
+      return mapChunks(
+        pages(chunkSize, fetchPage(name, tombFirst, tombNext, 1, (r) => decodeOrTombstone(ids, r[0], r[1], r[2], r[3]))),
+        pages(chunkSize, fetchPage(name, orFirst, orNext, 2, (r) => decodeOrRecord(ids, r[0], r[1], r[9], r[2], r[3], r[4], r[5], r[6], r[7], r[8]))),
+        pages(chunkSize, fetchPage(name, lwwFirst, lwwNext, 1, (r) => decodeLww(ids, r[0], r[8], r[1], r[2], r[3], r[4], r[5], r[6], r[7])))
       )
-      const orRecords = pages<LoadedOrRecord>((cursor) =>
-        Effect.map(
-          fetchJsonChunk(name, cursor === undefined ? orFirst : orNext, cursor === undefined ? [name, chunkSize] : [name, cursor[0] as string, cursor[1] as string, chunkSize]),
-          (arr) => ({
-            rows: arr.map((r) => decodeOrRecord(ids, r[0], r[1], r[9], r[2], r[3], r[4], r[5], r[6], r[7], r[8])),
-            last: arr.length === 0 ? undefined : [arr[arr.length - 1]![0], arr[arr.length - 1]![1]]
-          })
-        )
-      )
-      const lww = pages<LoadedLww>((cursor) =>
-        Effect.map(
-          fetchJsonChunk(name, cursor === undefined ? lwwFirst : lwwNext, cursor === undefined ? [name, chunkSize] : [name, cursor[0] as string, chunkSize]),
-          (arr) => ({
-            rows: arr.map((r) => decodeLww(ids, r[0], r[8], r[1], r[2], r[3], r[4], r[5], r[6], r[7])),
-            last: arr.length === 0 ? undefined : [arr[arr.length - 1]![0]]
-          })
-        )
-      )
-      return mapChunks(tombstones, orRecords, lww)
     }
 
     const getMapType = (name: string): Effect.Effect<Option.Option<MapType>, StorageError> =>
