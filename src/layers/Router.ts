@@ -3,11 +3,14 @@ import type { ClientMessage } from "../protocol/schema.js"
 import type { Connection } from "./Connections.js"
 import { lowestSuccessfulLevel, Operations, type WriteOutcome } from "./Operations.js"
 import { Journal } from "./Journal.js"
+import { Counters } from "./Counters.js"
+import { Locks } from "./Locks.js"
 import { Partitions } from "./Partitions.js"
 import { Processors } from "./Processors.js"
 import { Resolvers } from "./Resolvers.js"
 import { Queries } from "./Queries.js"
 import { Sync } from "./Sync.js"
+import { Topics } from "./Topics.js"
 
 type Handler<T extends ClientMessage["type"]> = (
   connection: Connection,
@@ -28,6 +31,9 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
     const journal = yield* Journal
     const processors = yield* Processors
     const resolvers = yield* Resolvers
+    const topics = yield* Topics
+    const locks = yield* Locks
+    const counters = yield* Counters
 
     const notImplemented = (connection: Connection, message: ClientMessage) =>
       Effect.sync(() =>
@@ -114,13 +120,13 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
         SEARCH: (m) => (c: Connection) => notImplemented(c, m),
         SEARCH_SUB: (m) => (c: Connection) => notImplemented(c, m),
         SEARCH_UNSUB: (m) => (c: Connection) => notImplemented(c, m),
-        TOPIC_SUB: (m) => (c: Connection) => notImplemented(c, m),
-        TOPIC_UNSUB: (m) => (c: Connection) => notImplemented(c, m),
-        TOPIC_PUB: (m) => (c: Connection) => notImplemented(c, m),
-        LOCK_REQUEST: (m) => (c: Connection) => notImplemented(c, m),
-        LOCK_RELEASE: (m) => (c: Connection) => notImplemented(c, m),
-        COUNTER_REQUEST: (m) => (c: Connection) => notImplemented(c, m),
-        COUNTER_SYNC: (m) => (c: Connection) => notImplemented(c, m),
+        TOPIC_SUB: (m) => (c: Connection) => topics.subscribe(c, m.payload),
+        TOPIC_UNSUB: (m) => (c: Connection) => topics.unsubscribe(c, m.payload),
+        TOPIC_PUB: (m) => (c: Connection) => topics.publish(c, m.payload),
+        LOCK_REQUEST: (m) => (c: Connection) => locks.request(c, m.payload),
+        LOCK_RELEASE: (m) => (c: Connection) => locks.release(c, m.payload),
+        COUNTER_REQUEST: (m) => (c: Connection) => counters.request(c, m.payload),
+        COUNTER_SYNC: (m) => (c: Connection) => counters.sync(c, m.payload),
         ENTRY_PROCESS: (m) => (c: Connection) => processors.process(c, m),
         ENTRY_PROCESS_BATCH: (m) => (c: Connection) => processors.processBatch(c, m),
         REGISTER_RESOLVER: (m) => (c: Connection) => resolvers.register(c, m),

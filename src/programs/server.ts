@@ -4,7 +4,11 @@ import { Changes } from "../layers/Changes.js"
 import { Connections } from "../layers/Connections.js"
 import { Hlc } from "../layers/Hlc.js"
 import { Journal } from "../layers/Journal.js"
+import { Cluster } from "../layers/Cluster.js"
+import { Counters } from "../layers/Counters.js"
+import { Locks } from "../layers/Locks.js"
 import { Maps } from "../layers/Maps.js"
+import { Topics } from "../layers/Topics.js"
 import { Processors } from "../layers/Processors.js"
 import { Resolvers } from "../layers/Resolvers.js"
 import { Sandbox } from "../layers/Sandbox.js"
@@ -41,12 +45,12 @@ export const serverLayerWith = <E>(storage: Layer.Layer<Storage, E>) =>
   Transport.Default.pipe(
     Layer.provideMerge(Sessions.Default),
     Layer.provideMerge(Router.Default),
-    Layer.provideMerge(Layer.mergeAll(Operations.Default, Sync.Default, Partitions.Default, Queries.Default, Journal.Default, Processors.Default)),
+    Layer.provideMerge(Layer.mergeAll(Operations.Default, Sync.Default, Partitions.Default, Queries.Default, Journal.Default, Processors.Default, Topics.Default, Locks.Default, Counters.Default)),
     Layer.provideMerge(Resolvers.Default),
     Layer.provideMerge(Layer.mergeAll(Maps.Default, Sandbox.Default)),
     Layer.provideMerge(WriteBehind.Default),
     Layer.provideMerge(Layer.mergeAll(storage, WriteBehindConfig.layer())),
-    Layer.provideMerge(Layer.mergeAll(Auth.Default, Security.Default, Hlc.Default, Changes.Default, Connections.Default, ServerInfo.Default))
+    Layer.provideMerge(Layer.mergeAll(Auth.Default, Security.Default, Hlc.Default, Changes.Default, Connections.Default, ServerInfo.Default, Cluster.layerSingleNode))
   )
 
 /** The server for the given settings (storage chosen by `settings.storage`). */
