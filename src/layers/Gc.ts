@@ -241,12 +241,15 @@ const make = Effect.gen(function* () {
 
   // ---- consensus ----
 
-  /** Leader: commits when every current member has reported in this epoch. */
-  const tryCommit = (view: Membership): Effect.Effect<void, GcRoundIncomplete | GcPruneFailed> =>
-    Effect.suspend((): Effect.Effect<void, GcRoundIncomplete | GcPruneFailed> => {
+  /**
+   * Leader: commits when every current member has reported in this epoch. Returns the members still
+   * missing (an open round is normal between reports, so it is not an error here).
+   */
+  const tryCommit = (view: Membership): Effect.Effect<ReadonlyArray<string>, GcPruneFailed> =>
+    Effect.suspend((): Effect.Effect<ReadonlyArray<string>, GcPruneFailed> => {
       alignEpoch(view.epoch)
       const missing = view.members.filter((m) => !reports.has(m))
-      if (missing.length > 0) return Effect.fail(new GcRoundIncomplete({ epoch: view.epoch, missing }))
+      if (missing.length > 0) return Effect.succeed(missing)
       let globalMin: Timestamp | undefined
       for (const m of view.members) globalMin = globalMin === undefined ? reports.get(m)! : minTimestamp(globalMin, reports.get(m)!)
       const snapshot = new Map(reports)
@@ -258,7 +261,8 @@ const make = Effect.gen(function* () {
       commitsIssued++
       if (listeners.size > 0) emit({ _tag: "Committed", epoch: view.epoch, safeTimestamp: safe, reports: snapshot })
       return cluster.broadcast({ _tag: "GcCommit", epoch: view.epoch, safeTimestamp: safe }).pipe(
-        Effect.zipRight(prune(safe, view.epoch, self))
+        Effect.zipRight(prune(safe, view.epoch, self)),
+        Effect.as(missing)
       )
     })
 
@@ -270,12 +274,15 @@ const make = Effect.gen(function* () {
     if (view.leader === self) {
       alignEpoch(view.epoch)
       recordReport(self, minHlc)
-      return yield* tryCommit(view)
+      const missing = yield* tryCommit(view)
+      // Reported once per tick while the round waits (e.g. for a member across a partition).
+      if (missing.length > 0) return yield* new GcRoundIncomplete({ epoch: view.epoch, missing })
+      return
     }
     yield* cluster.send(view.leader, { _tag: "GcReport", epoch: view.epoch, minHlc })
   })
 
-  const onReport = (from: string, epoch: number, minHlc: Timestamp): Effect.Effect<void, GcNotLeader | GcStaleReport | GcRoundIncomplete | GcPruneFailed> =>
+  const onReport = (from: string, epoch: number, minHlc: Timestamp): Effect.Effect<void, GcNotLeader | GcStaleReport | GcPruneFailed> =>
     Effect.gen(function* () {
       const view = yield* cluster.membership
       if (view.leader !== self) return yield* new GcNotLeader({ leader: view.leader, epoch: view.epoch })
@@ -308,7 +315,7 @@ const make = Effect.gen(function* () {
     })
 
   /** When members leave, the leader stops waiting for them; a new epoch drops the round. */
-  const onMembership = (view: Membership): Effect.Effect<void, GcRoundIncomplete | GcPruneFailed> =>
+  const onMembership = (view: Membership): Effect.Effect<void, GcPruneFailed> =>
     Effect.suspend(() => {
       if (pendingEpoch !== view.epoch) {
         alignEpoch(view.epoch)
@@ -318,7 +325,7 @@ const make = Effect.gen(function* () {
         if (!view.members.includes(member)) reports.delete(member)
       }
       // A departure may complete a round that was waiting for the member that left.
-      return view.leader === self && reports.size > 0 ? tryCommit(view) : Effect.void
+      return view.leader === self && reports.size > 0 ? Effect.asVoid(tryCommit(view)) : Effect.void
     })
 
   // ---- TTL sweep ----

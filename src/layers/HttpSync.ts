@@ -13,7 +13,7 @@ import { decodeHttpSyncRequest } from "../protocol/decode.js"
 import type { HttpSyncRequest } from "../protocol/schema.js"
 import { lastScanHadUndefined } from "../protocol/scan.js"
 import { compileQuery, runQuery } from "../query/index.js"
-import { Auth, type Principal } from "./Auth.js"
+import { anonymousPrincipal, Auth, type Principal } from "./Auth.js"
 import { Cluster } from "./Cluster.js"
 import { Hlc } from "./Hlc.js"
 import { Maps } from "./Maps.js"
@@ -350,7 +350,7 @@ export class HttpSync extends Effect.Service<HttpSync>()("tessera/HttpSync", {
     })
 
     const authenticate = (req: http.IncomingMessage): Effect.Effect<Principal, HttpFailure> => {
-      if (auth.noAuth) return Effect.succeed({ roles: ["USER"], claims: {} })
+      if (auth.noAuth) return Effect.succeed(anonymousPrincipal)
       const header = req.headers.authorization
       if (header === undefined) return Effect.fail(new HttpFailure({ status: 401, body: { error: "Missing Authorization header" } }))
       return auth.verify(bearerToken(header)).pipe(

@@ -174,14 +174,15 @@ export class LockTable {
 
   /** Drops stale waiters and an expired owner, then grants the head of the queue if the lock is free. */
   private settle(entry: LockEntry, name: string, now: number, grants: Array<LockGrant>): void {
-    if (entry.queue.length > 0 && now - entry.queue[0]!.enqueuedAt >= this.waitTimeoutMs) {
-      // Enqueue times grow along the queue: stale entries form a prefix.
-      let stale = 0
-      while (stale < entry.queue.length && now - entry.queue[stale]!.enqueuedAt >= this.waitTimeoutMs) {
-        this.involve(entry.queue[stale]!.connectionId, name, -1)
-        stale++
-      }
-      entry.queue.splice(0, stale)
+    // The wall clock may step back, so stale entries are not necessarily a prefix: check them all.
+    let stale = 0
+    for (const w of entry.queue) if (now - w.enqueuedAt >= this.waitTimeoutMs) stale++
+    if (stale > 0) {
+      entry.queue = entry.queue.filter((w) => {
+        if (now - w.enqueuedAt < this.waitTimeoutMs) return true
+        this.involve(w.connectionId, name, -1)
+        return false
+      })
     }
     if (entry.owner !== undefined && now >= entry.owner.expiresAt) this.dropOwner(entry, name)
     if (entry.owner === undefined && entry.queue.length > 0) {

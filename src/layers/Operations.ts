@@ -8,6 +8,7 @@ import type { Connection } from "./Connections.js"
 import { Hlc } from "./Hlc.js"
 import { Connections } from "./Connections.js"
 import { Maps, type MapState } from "./Maps.js"
+import { MetricsRegistry } from "./Metrics.js"
 import { Resolvers } from "./Resolvers.js"
 import { Security } from "./Security.js"
 import { ServerConfig } from "./ServerConfig.js"
@@ -94,6 +95,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
     const security = yield* Security
     const resolvers = yield* Resolvers
     const connections = yield* Connections
+    const metrics = yield* MetricsRegistry
     const duplicates = new DuplicateWindow(config.duplicateWindowMs, 100_000)
 
     /** Loads every map the ops name before the synchronous apply loop (reads and writes wait for loads). */
@@ -140,6 +142,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
       batchTimeout: number | undefined
     ): Effect.Effect<WriteOutcome> =>
       Effect.gen(function* () {
+        const started = wall()
         const loadFailures = yield* loadMaps(ops)
         yield* resolvers.prepare(namesOf(ops))
         const refusals: OpRefusal[] = []
@@ -151,6 +154,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
           const rawId = (raw as { id?: unknown } | null)?.id
           const opId = typeof rawId === "string" ? rawId : typeof rawId === "number" ? String(rawId) : undefined
           const refuse = (code: number, reason: string) => {
+            metrics.opResult("rejected")
             refusals.push({ opId, code, reason })
             slots.push({ opId, result: opId === undefined ? undefined : { opId, success: false, achievedLevel: "FIRE_AND_FORGET", error: reason } })
           }
@@ -249,6 +253,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
               }
             }
           }
+          metrics.opApplied(kind === "REMOVE" || isLwwRemoval ? "DELETE" : kind, op.mapName)
           // APPLIED; a single node has no backups, so REPLICATED is reached with it.
           if (rejectedByResolver !== undefined) {
             slots.push({ opId, result: opId === undefined ? undefined : { opId, success: false, achievedLevel: "MEMORY", error: `Rejected by conflict resolver: ${rejectedByResolver}` } })
@@ -271,7 +276,13 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
         const pending = slots.filter((s) => s.persistTimeout !== undefined)
         const collect = (): ReadonlyArray<OpResult> => {
           const out: OpResult[] = []
-          for (const s of slots) if (s.result !== undefined) out.push(s.result)
+          const seconds = (wall() - started) / 1000
+          for (const s of slots) {
+            if (s.result === undefined) continue
+            out.push(s.result)
+            metrics.ackLatency(s.persistTimeout !== undefined ? "PERSISTED" : s.result.achievedLevel, seconds)
+            if (s.result.error?.startsWith("Timeout") === true) metrics.ackTimeout()
+          }
           return out
         }
         if (pending.length === 0) {

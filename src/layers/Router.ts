@@ -9,6 +9,7 @@ import { Partitions } from "./Partitions.js"
 import { Processors } from "./Processors.js"
 import { Resolvers } from "./Resolvers.js"
 import { Queries } from "./Queries.js"
+import { Search } from "./Search.js"
 import { Sync } from "./Sync.js"
 import { Topics } from "./Topics.js"
 
@@ -19,8 +20,8 @@ type Handler<T extends ClientMessage["type"]> = (
 
 /**
  * The single exhaustive dispatch over the client message union (architecture.md): adding a message
- * type to the schema without a handler here is a compile error. Subsystems that are not built yet
- * answer `ERROR 501`.
+ * type to the schema without a handler here is a compile error. [head] extensions Tessera does not
+ * implement are ignored or answered "not available" at once (protocol.md §3.16).
  */
 export class Router extends Effect.Service<Router>()("tessera/Router", {
   effect: Effect.gen(function* () {
@@ -34,11 +35,7 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
     const topics = yield* Topics
     const locks = yield* Locks
     const counters = yield* Counters
-
-    const notImplemented = (connection: Connection, message: ClientMessage) =>
-      Effect.sync(() =>
-        connection.send({ type: "ERROR", payload: { code: 501, message: `${message.type} is not implemented by this server yet` } })
-      )
+    const search = yield* Search
 
     const ignore = () => (_connection: Connection) => Effect.void
 
@@ -117,9 +114,9 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
         ORMAP_PUSH_DIFF: (m) => (c: Connection) => sync.orPushDiff(c, m.payload.mapName, m.payload.entries),
         QUERY_SUB: (m) => (c: Connection) => queries.subscribe(c, m.payload),
         QUERY_UNSUB: (m) => (c: Connection) => queries.unsubscribe(c, m.payload.queryId),
-        SEARCH: (m) => (c: Connection) => notImplemented(c, m),
-        SEARCH_SUB: (m) => (c: Connection) => notImplemented(c, m),
-        SEARCH_UNSUB: (m) => (c: Connection) => notImplemented(c, m),
+        SEARCH: (m) => (c: Connection) => search.search(c, m.payload),
+        SEARCH_SUB: (m) => (c: Connection) => search.subscribe(c, m.payload),
+        SEARCH_UNSUB: (m) => (c: Connection) => search.unsubscribe(c, m.payload.subscriptionId),
         TOPIC_SUB: (m) => (c: Connection) => topics.subscribe(c, m.payload),
         TOPIC_UNSUB: (m) => (c: Connection) => topics.unsubscribe(c, m.payload),
         TOPIC_PUB: (m) => (c: Connection) => topics.publish(c, m.payload),

@@ -1,23 +1,27 @@
 /**
  * User-code sandbox (protocol.md §4.13, behavior.md §3.20): entry processors and conflict resolvers run in
- * QuickJS compiled to WebAssembly. Nothing from the host is exposed; values cross the boundary only as JSON
- * text. Each compiled (kind, name, code) gets its own WASM instance (own capped linear memory), runtime and
- * interrupt handler; its context is hardened by `PRELUDE` and its globals reset after every call, so cached
- * contexts do not leak state between calls.
+ * QuickJS compiled to WebAssembly, inside a `worker_threads` Worker (src/sandbox/worker.ts). Nothing from the
+ * host is exposed; values cross the boundary only as JSON text. Each compiled (kind, name, code) gets its own
+ * WASM instance (own capped linear memory), runtime and interrupt handler; its context is hardened by `PRELUDE`
+ * and its globals reset after every call, so cached contexts do not leak state between calls.
  *
- * Known limit: calls are synchronous on the caller's thread and the time limit is enforced by QuickJS's
- * interrupt handler, which QuickJS polls only every ~10 000 calls/branches. A loop around an expensive native
- * (e.g. `while (true) bigArray.sort()`) can therefore overrun the limit by seconds or more; a hard bound needs
- * execution in a worker thread that can be terminated.
+ * Time limits: QuickJS's interrupt handler is the soft limit (clean error), but QuickJS polls it only every
+ * ~10 000 operations and never inside a native like `Array.prototype.sort`. The hard limit: the host blocks
+ * in `Atomics.wait` for each synchronous call with a deadline, and terminates the worker when it passes (the
+ * call answers SandboxTimeout). A fresh worker is started lazily; its compiled functions are gone, so the
+ * caches are cleared and `prepare` compiles again.
+ *
+ * Synchronous semantics: once `prepare(kind, name, code)` succeeded (and the worker was not replaced since),
+ * `runProcessor`/`runResolver` for that code complete synchronously, which is what lets callers run them with
+ * `Effect.runSyncExit` inside a read-run-write critical section. Compiles and syntax checks are asynchronous
+ * (they do not block the event loop).
  */
 import { Context, Data, Effect, Layer, Option } from "effect"
-import { readFile } from "node:fs/promises"
-import { createRequire } from "node:module"
-import { newQuickJSWASMModule, newVariant, RELEASE_SYNC } from "quickjs-emscripten"
-import type { QuickJSContext, QuickJSHandle, QuickJSRuntime, QuickJSWASMModule } from "quickjs-emscripten"
 import { matchBuiltinProcessor, runBuiltinProcessor } from "../sandbox/builtins.js"
+import { MESSAGES, safeJson } from "../sandbox/engine.js"
 import { findForbiddenPattern } from "../sandbox/forbidden.js"
-import { PRELUDE } from "../sandbox/prelude.js"
+import type { CodeKind, WireError } from "../sandbox/protocol.js"
+import { type Death, startWorker, type WorkerLink } from "../sandbox/worker-link.js"
 import type { ProcessorOutput, ResolverContext, ResolverResult } from "../sandbox/types.js"
 
 export type { ProcessorOutput, ResolverContext, ResolverResult } from "../sandbox/types.js"
@@ -66,291 +70,53 @@ export class SandboxConfig extends Context.Tag("tessera/SandboxConfig")<SandboxC
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// QuickJS plumbing (plain synchronous code; every entry point catches everything)
+// Worker plumbing
 
-export type CodeKind = "processor" | "resolver"
+export type { CodeKind } from "../sandbox/protocol.js"
 
-/** A hardened QuickJS runtime+context holding one compiled user function. */
+/** A function compiled in a worker: the worker keeps the QuickJS context under `handle`. */
 interface Compiled {
-  readonly runtime: QuickJSRuntime
-  readonly context: QuickJSContext
-  /** Prelude `reset()`; deletes globals added by user code. */
-  reset: QuickJSHandle
-  /** JSON-in/JSON-out invoker of the user function; undefined until compiled. */
-  invoke: QuickJSHandle | undefined
-  /** `performance.now()` after which the interrupt handler stops execution. */
-  deadline: number
-  interrupted: boolean
+  readonly link: WorkerLink
+  readonly handle: number
 }
+
+/**
+ * Hard wall-clock deadlines, on top of the soft limit the worker enforces with QuickJS's interrupt handler. An
+ * invoke runs the function and then the globals reset, each under the soft limit; a compile also creates a WASM
+ * instance and evaluates the prelude (~80 ms). Past the deadline the worker is terminated.
+ */
+const INVOKE_MARGIN_MS = 300
+const COMPILE_MARGIN_MS = 1500
+const invokeHardMs = (c: SandboxConfigShape): number => 2 * c.timeLimitMs + INVOKE_MARGIN_MS
+const compileHardMs = (c: SandboxConfigShape): number => 2 * c.timeLimitMs + COMPILE_MARGIN_MS
+const checkHardMs = (c: SandboxConfigShape): number => c.timeLimitMs + COMPILE_MARGIN_MS
+
+const fromWire = (e: WireError): SandboxError => {
+  switch (e.tag) {
+    case "SandboxTimeout":
+      return new SandboxTimeout({ message: e.message })
+    case "SandboxMemory":
+      return new SandboxMemory({ message: e.message })
+    case "SandboxSyntax":
+      return new SandboxSyntax({ message: e.message })
+    case "SandboxForbidden":
+      return new SandboxForbidden({ message: e.message })
+    default:
+      return new SandboxRuntime({ message: e.message })
+  }
+}
+
+/** The error for a call whose worker is gone. */
+const fromDeath = (death: Death | undefined, kind: CodeKind): SandboxError =>
+  death === "timeout"
+    ? new SandboxTimeout({ message: MESSAGES[kind].timeout })
+    : death === "oom"
+    ? new SandboxMemory({ message: MESSAGES[kind].memory })
+    : new SandboxRuntime({ message: "Sandbox failure: worker stopped" })
 
 type Outcome<A> = { readonly ok: true; readonly value: A } | { readonly ok: false; readonly error: SandboxError }
 const ok = <A>(value: A): Outcome<A> => ({ ok: true, value })
 const fail = (error: SandboxError): Outcome<never> => ({ ok: false, error })
-
-const MESSAGES = {
-  processor: {
-    timeout: "Processor execution timed out",
-    memory: "Processor memory limit exceeded",
-    shape: "Processor must return { value, result? } object",
-    tooLarge: "Processor result too large"
-  },
-  resolver: {
-    timeout: "Resolver execution timed out",
-    memory: "Resolver memory limit exceeded",
-    shape: "Resolver must return { action: \"accept\" | \"merge\" | \"reject\" | \"local\" } object",
-    tooLarge: "Resolver result too large"
-  }
-} as const
-
-/** Thrown value as seen by the host: `{ name, message }` for errors, else its text. */
-interface Thrown {
-  readonly name: string | undefined
-  readonly message: string
-}
-
-const safeJson = (v: unknown): string => {
-  try {
-    return JSON.stringify(v) ?? String(v)
-  } catch {
-    return String(v)
-  }
-}
-
-/** Reads and disposes an exception handle. */
-const describeThrown = (context: QuickJSContext, handle: QuickJSHandle): Thrown => {
-  try {
-    const dumped: unknown = context.dump(handle)
-    if (typeof dumped === "object" && dumped !== null) {
-      const name = (dumped as { name?: unknown }).name
-      const message = (dumped as { message?: unknown }).message
-      return {
-        name: typeof name === "string" ? name : undefined,
-        message: typeof message === "string" ? message : safeJson(dumped)
-      }
-    }
-    return { name: undefined, message: String(dumped) }
-  } catch {
-    // Dumping can itself fail when the heap is exhausted.
-    return { name: "InternalError", message: "out of memory" }
-  } finally {
-    if (handle.alive) handle.dispose()
-  }
-}
-
-const isOutOfMemory = (t: Thrown): boolean => t.name === "InternalError" && t.message === "out of memory"
-
-const hostMessage = (e: unknown): string => (e instanceof Error ? e.message : String(e))
-
-/**
- * The build's WASM module declares a 16 MiB minimum linear memory, of which static data, the C stack and a
- * hardened context take about 5.5 MiB. An instance's memory maximum is sized so the QuickJS heap can hold
- * roughly `memoryLimitBytes` of user data, but never below that 16 MiB floor (≈ 10.5 MiB of heap).
- */
-const WASM_MIN_PAGES = 256
-const WASM_PAGE = 65536
-const INSTANCE_OVERHEAD_BYTES = 5.5 * 1024 * 1024
-const maxPagesFor = (memoryLimitBytes: number): number =>
-  Math.max(WASM_MIN_PAGES, Math.ceil((memoryLimitBytes + INSTANCE_OVERHEAD_BYTES) / WASM_PAGE))
-
-/** The few WebAssembly APIs used here (the project's `lib` has no WebAssembly typings). */
-interface WasmApi {
-  readonly compile: (bytes: Uint8Array) => Promise<object>
-  readonly Memory: new (descriptor: { initial: number; maximum: number }) => object
-}
-const wasmApi = (globalThis as unknown as { readonly WebAssembly: WasmApi }).WebAssembly
-
-/**
- * Sandbox primitives. Each compiled function lives in its OWN WebAssembly instance (own linear memory with a
- * hard maximum): QuickJS's own malloc accounting is broken in this build (it only counts per-block overhead,
- * so `setMemoryLimit` never triggers), and a capped linear memory is what actually bounds a memory bomb. It also
- * means a WASM-level abort (which can follow an out-of-memory) only kills that one instance.
- */
-const makeEngine = (config: SandboxConfigShape, newInstance: () => Promise<QuickJSWASMModule>) => {
-  const withDeadline = <A>(compiled: Compiled, f: () => A): A => {
-    compiled.interrupted = false
-    compiled.deadline = performance.now() + config.timeLimitMs
-    try {
-      return f()
-    } finally {
-      compiled.deadline = Number.POSITIVE_INFINITY
-    }
-  }
-
-  const dispose = (compiled: Compiled): void => {
-    try {
-      if (compiled.invoke?.alive) compiled.invoke.dispose()
-      if (compiled.reset !== compiled.context.undefined && compiled.reset.alive) compiled.reset.dispose()
-      compiled.context.dispose()
-      compiled.runtime.dispose()
-    } catch {
-      // An aborted instance cannot be cleaned up; dropping every reference frees its memory.
-    }
-  }
-
-  const classify = (compiled: Compiled, thrown: Thrown, kind: CodeKind): SandboxError =>
-    compiled.interrupted
-      ? new SandboxTimeout({ message: MESSAGES[kind].timeout })
-      : isOutOfMemory(thrown)
-      ? new SandboxMemory({ message: MESSAGES[kind].memory })
-      : new SandboxRuntime({ message: thrown.message })
-
-  const resetGlobals = (compiled: Compiled): boolean =>
-    withDeadline(compiled, () => {
-      const { context } = compiled
-      const result = context.callFunction(compiled.reset, context.undefined)
-      if (result.error) {
-        result.error.dispose()
-        return false
-      }
-      const clean = context.typeof(result.value) === "boolean" && context.dump(result.value) === true
-      result.value.dispose()
-      return clean
-    })
-
-  /** Creates a hardened context in `module` and compiles `code` in it; the result is ready to `invoke`. */
-  const compileIn = (module: QuickJSWASMModule, kind: CodeKind, code: string): Outcome<Compiled> => {
-    const runtime = module.newRuntime()
-    let compiled: Compiled | undefined
-    try {
-      runtime.setMemoryLimit(config.memoryLimitBytes) // ineffective in this build (see above); harmless
-      runtime.setMaxStackSize(config.maxStackBytes)
-      const context = runtime.newContext()
-      const target: Compiled = {
-        runtime,
-        context,
-        reset: context.undefined,
-        invoke: undefined,
-        deadline: Number.POSITIVE_INFINITY,
-        interrupted: false
-      }
-      compiled = target
-      runtime.setInterruptHandler(() => {
-        if (performance.now() <= target.deadline) return false
-        target.interrupted = true
-        return true
-      })
-      const prelude = context.evalCode(PRELUDE, "prelude.js")
-      if (prelude.error) throw new Error(`sandbox prelude failed: ${describeThrown(context, prelude.error).message}`)
-      const api = prelude.value
-      let compiler: QuickJSHandle
-      try {
-        target.reset = context.getProp(api, "reset")
-        compiler = context.getProp(api, kind === "processor" ? "compileProcessor" : "compileResolver")
-      } finally {
-        api.dispose()
-      }
-      const codeHandle = context.newString(code)
-      const result = withDeadline(target, () => context.callFunction(compiler, context.undefined, codeHandle))
-      codeHandle.dispose()
-      compiler.dispose()
-      if (result.error) {
-        const thrown = describeThrown(context, result.error)
-        const error = thrown.name === "SyntaxError" && !target.interrupted
-          ? new SandboxSyntax({ message: thrown.message })
-          : classify(target, thrown, kind)
-        dispose(target)
-        return fail(error)
-      }
-      target.invoke = result.value
-      // Code that broke out of the function wrapper may have run and left globals behind at compile time.
-      if (context.typeof(result.value) !== "function" || !resetGlobals(target)) {
-        dispose(target)
-        return fail(new SandboxSyntax({ message: "Code must be a function body" }))
-      }
-      return ok(target)
-    } catch (e) {
-      if (compiled !== undefined) dispose(compiled)
-      else {
-        try {
-          runtime.dispose()
-        } catch {
-          // aborted instance: dropped with its references
-        }
-      }
-      return fail(new SandboxRuntime({ message: `Sandbox failure: ${hostMessage(e)}` }))
-    }
-  }
-
-  const compile = (kind: CodeKind, code: string): Effect.Effect<Compiled, SandboxError> =>
-    Effect.flatMap(
-      Effect.tryPromise({
-        try: newInstance,
-        catch: (e) => new SandboxRuntime({ message: `Sandbox failure: ${hostMessage(e)}` })
-      }),
-      (module) =>
-        Effect.suspend(() => {
-          const outcome = compileIn(module, kind, code)
-          return outcome.ok ? Effect.succeed(outcome.value) : Effect.fail(outcome.error)
-        })
-    )
-
-  /**
-   * Calls the compiled function with JSON-text arguments under the time limit. Returns its JSON text, or 0 for
-   * "bad shape"; `reusable` is false when the context must be discarded (limit hit, globals not resettable,
-   * instance aborted).
-   */
-  const invoke = (
-    compiled: Compiled,
-    args: ReadonlyArray<string | undefined>,
-    kind: CodeKind
-  ): { readonly outcome: Outcome<string | 0>; readonly reusable: boolean } => {
-    try {
-      const { context } = compiled
-      const handles = args.map((a) => (a === undefined ? context.undefined : context.newString(a)))
-      let outcome: Outcome<string | 0>
-      try {
-        const result = withDeadline(compiled, () => context.callFunction(compiled.invoke!, context.undefined, ...handles))
-        if (result.error) {
-          outcome = fail(classify(compiled, describeThrown(context, result.error), kind))
-        } else {
-          const handle = result.value
-          try {
-            outcome = context.typeof(handle) === "string" ? ok(context.getString(handle)) : ok(0 as const)
-          } finally {
-            handle.dispose()
-          }
-        }
-      } finally {
-        for (const h of handles) if (h !== context.undefined) h.dispose()
-      }
-      const hitLimit = !outcome.ok &&
-        (outcome.error._tag === "SandboxTimeout" || outcome.error._tag === "SandboxMemory")
-      return { outcome, reusable: !hitLimit && resetGlobals(compiled) }
-    } catch (e) {
-      // A host-side exception here means the instance aborted (e.g. a QuickJS assertion after out-of-memory).
-      return { outcome: fail(new SandboxRuntime({ message: `Sandbox failure: ${hostMessage(e)}` })), reusable: false }
-    }
-  }
-
-  /** Parses `code` as a function body in `module` without running anything. */
-  const checkSyntax = (module: QuickJSWASMModule, kind: CodeKind, code: string): Outcome<void> => {
-    const runtime = module.newRuntime()
-    try {
-      runtime.setMaxStackSize(config.maxStackBytes)
-      const context = runtime.newContext()
-      try {
-        const source = kind === "processor"
-          ? `(function anonymous(value,key,args\n) {\n${code}\n})`
-          : `(function resolve(context) {\n${code}\n})`
-        const result = context.evalCode(source, `${kind}.js`, { compileOnly: true })
-        if (result.error) {
-          const thrown = describeThrown(context, result.error)
-          return fail(new SandboxSyntax({ message: isOutOfMemory(thrown) ? "Code too large to compile" : thrown.message }))
-        }
-        result.value.dispose()
-        return ok(undefined)
-      } finally {
-        context.dispose()
-      }
-    } finally {
-      runtime.dispose()
-    }
-  }
-
-  return { compile, invoke, dispose, checkSyntax, newInstance }
-}
-
-type Engine = ReturnType<typeof makeEngine>
 
 /** Least-recently-used map of compiled contexts; evicted contexts are disposed. */
 class CompiledCache {
@@ -431,85 +197,146 @@ const VALID_ACTIONS = new Set(["accept", "merge", "reject", "local"])
 
 const make = Effect.gen(function* () {
   const config = Option.getOrElse(yield* Effect.serviceOption(SandboxConfig), () => SandboxConfig.defaults)
+  const limits = {
+    memoryLimitBytes: config.memoryLimitBytes,
+    timeLimitMs: config.timeLimitMs,
+    maxStackBytes: config.maxStackBytes
+  }
 
-  // Compile the WebAssembly module once; every instance below reuses it with its own capped memory.
-  const wasmModule = yield* Effect.promise(async () => {
-    const path = createRequire(import.meta.url).resolve("@jitl/quickjs-wasmfile-release-sync/wasm")
-    return wasmApi.compile(await readFile(path))
+  /** Tells the worker to free a context (no-op when that worker is gone). */
+  const disposeCompiled = (c: Compiled): void => c.link.post({ op: "dispose", handle: c.handle })
+  const processors = new CompiledCache(config.cacheSize, disposeCompiled)
+  const resolvers = new CompiledCache(config.cacheSize, disposeCompiled)
+  const cacheFor = (kind: CodeKind): CompiledCache => (kind === "processor" ? processors : resolvers)
+  let nextHandle = 1
+
+  let link: WorkerLink | undefined
+  let starting: Promise<WorkerLink> | undefined
+  let closed = false
+
+  /** A dead worker took its compiled functions with it. */
+  const onDeath = (dead: WorkerLink): void => {
+    if (link !== dead) return
+    link = undefined
+    processors.clear()
+    resolvers.clear()
+  }
+
+  const startFailure = (e: unknown) => new SandboxRuntime({ message: `Sandbox failure: ${e instanceof Error ? e.message : String(e)}` })
+
+  /** The live worker; starts one (asynchronously) if there is none. */
+  const currentLink: Effect.Effect<WorkerLink, SandboxRuntime> = Effect.suspend(() => {
+    if (link !== undefined && link.isAlive) return Effect.succeed(link)
+    if (closed) return Effect.fail(new SandboxRuntime({ message: "Sandbox failure: sandbox is shut down" }))
+    return Effect.tryPromise({
+      try: () =>
+        (starting ??= startWorker(limits, onDeath).then(
+          (started) => {
+            starting = undefined
+            if (closed) started.kill("closed")
+            else link = started
+            return started
+          },
+          (e: unknown) => {
+            starting = undefined
+            throw e
+          }
+        )),
+      catch: startFailure
+    })
   })
-  const maxPages = maxPagesFor(config.memoryLimitBytes)
-  const variant = newVariant(RELEASE_SYNC, {
-    wasmModule: wasmModule as never,
-    wasmMemory: (() => new wasmApi.Memory({ initial: WASM_MIN_PAGES, maximum: maxPages })) as never
-  })
-  const engine: Engine = makeEngine(config, () => newQuickJSWASMModule(variant))
 
-  const processors = new CompiledCache(config.cacheSize, engine.dispose)
-  const resolvers = new CompiledCache(config.cacheSize, engine.dispose)
-  // Syntax checks parse only (nothing runs), so they share one instance, replaced if it ever fails.
-  let validator: QuickJSWASMModule | undefined = yield* Effect.promise(engine.newInstance)
-
-  yield* Effect.addFinalizer(() =>
+  yield* Effect.acquireRelease(Effect.orDie(currentLink), () =>
     Effect.sync(() => {
+      closed = true
       processors.clear()
       resolvers.clear()
-      validator = undefined
-    })
-  )
+      link?.kill("closed")
+    }))
 
-  /** Runs (compiling on a cache miss) and returns the function's JSON output. */
+  /**
+   * Compiles `code` in the worker (asynchronously: the event loop keeps running) and caches it. A compile
+   * that overruns its hard deadline (code escaping the function wrapper runs at compile time) kills the worker.
+   */
+  const compile = (kind: CodeKind, cacheKey: string, code: string): Effect.Effect<Compiled, SandboxError> =>
+    Effect.flatMap(currentLink, (worker) =>
+      Effect.flatMap(
+        Effect.promise(() => {
+          const handle = nextHandle++
+          return worker.callAsync((id) => ({ op: "compile", id, handle, kind, code }), compileHardMs(config)).then(
+            (response): Outcome<Compiled> => {
+              if (response === undefined) return fail(fromDeath(worker.death, kind))
+              if (!response.ok) return fail(fromWire(response.error))
+              const compiled: Compiled = { link: worker, handle }
+              // Cached here, not in the fiber, so an interrupted prepare does not leak the worker's context.
+              if (worker.isAlive) cacheFor(kind).set(cacheKey, compiled)
+              return ok(compiled)
+            }
+          )
+        }),
+        (outcome) => (outcome.ok ? Effect.succeed(outcome.value) : Effect.fail(outcome.error))
+      ))
+
+  /** Calls a compiled function synchronously (blocking at most its hard deadline); returns its JSON output. */
+  const runCompiled = (
+    kind: CodeKind,
+    cacheKey: string,
+    compiled: Compiled,
+    args: ReadonlyArray<string | undefined>
+  ): Effect.Effect<string | 0, SandboxError> =>
+    Effect.suspend(() => {
+      const response = compiled.link.callSync(
+        (id) => ({ op: "invoke", id, handle: compiled.handle, kind, args }),
+        invokeHardMs(config)
+      )
+      if (response === undefined) return Effect.fail(fromDeath(compiled.link.death, kind))
+      if (response.dropped === true) cacheFor(kind).discard(cacheKey, compiled)
+      if (!response.ok) return Effect.fail(fromWire(response.error))
+      const text = response.value ?? 0
+      if (text !== 0 && utf8Length(text) > config.maxResultBytes) {
+        return Effect.fail(
+          new SandboxRuntime({ message: `${MESSAGES[kind].tooLarge} (limit ${config.maxResultBytes} bytes)` })
+        )
+      }
+      return Effect.succeed(text)
+    })
+
+  /** Length and forbidden-word checks applied before anything is compiled. */
+  const precheck = (code: string, maxLength: number): SandboxSyntax | SandboxForbidden | undefined => {
+    if (code.length > maxLength) return new SandboxSyntax({ message: `Code exceeds ${maxLength} characters` })
+    const forbidden = findForbiddenPattern(code)
+    return forbidden !== undefined ? new SandboxForbidden({ message: forbidden }) : undefined
+  }
+
+  /** Runs (compiling on a cache miss, which is asynchronous) and returns the function's JSON output. */
   const execute = (
     kind: CodeKind,
     name: string,
     code: string,
     args: ReadonlyArray<string | undefined>
-  ): Effect.Effect<string | 0, SandboxError> => {
-    const cache = kind === "processor" ? processors : resolvers
-    const cacheKey = `${name}\u0000${code}`
-    const runCompiled = (compiled: Compiled): Effect.Effect<string | 0, SandboxError> =>
-      Effect.suspend(() => {
-        const run = engine.invoke(compiled, args, kind)
-        if (run.reusable) cache.set(cacheKey, compiled)
-        else cache.discard(cacheKey, compiled)
-        const outcome = run.outcome
-        if (!outcome.ok) return Effect.fail(outcome.error)
-        if (outcome.value !== 0 && utf8Length(outcome.value) > config.maxResultBytes) {
-          return Effect.fail(
-            new SandboxRuntime({ message: `${MESSAGES[kind].tooLarge} (limit ${config.maxResultBytes} bytes)` })
-          )
-        }
-        return Effect.succeed(outcome.value)
-      })
-    return Effect.suspend(() => {
-      const cached = cache.get(cacheKey)
-      if (cached !== undefined) return runCompiled(cached)
-      if (code.length > config.maxCodeLength) {
-        return Effect.fail(new SandboxSyntax({ message: `Code exceeds ${config.maxCodeLength} characters` }))
-      }
-      const forbidden = findForbiddenPattern(code)
-      if (forbidden !== undefined) return Effect.fail(new SandboxForbidden({ message: forbidden }))
-      return Effect.flatMap(engine.compile(kind, code), runCompiled)
+  ): Effect.Effect<string | 0, SandboxError> =>
+    Effect.suspend(() => {
+      const cacheKey = `${name}\u0000${code}`
+      const cached = cacheFor(kind).get(cacheKey)
+      if (cached !== undefined) return runCompiled(kind, cacheKey, cached, args)
+      const rejected = precheck(code, config.maxCodeLength)
+      if (rejected !== undefined) return Effect.fail(rejected)
+      return Effect.flatMap(compile(kind, cacheKey, code), (compiled) => runCompiled(kind, cacheKey, compiled, args))
     })
-  }
 
   /**
    * Compiles and caches a function without running it, so a later run is synchronous (a cache hit never
-   * awaits). Callers that must run user code inside a synchronous critical section call this first.
+   * awaits). Callers that must run user code inside a synchronous critical section call this first. Compiles
+   * again when the worker was replaced since.
    */
   const prepare = (kind: CodeKind, name: string, code: string): Effect.Effect<void, SandboxError> =>
     Effect.suspend(() => {
       if (kind === "processor" && matchBuiltinProcessor(name, code) !== undefined) return Effect.void
-      const cache = kind === "processor" ? processors : resolvers
       const cacheKey = `${name}\u0000${code}`
-      if (cache.get(cacheKey) !== undefined) return Effect.void
-      if (code.length > config.maxCodeLength) {
-        return Effect.fail(new SandboxSyntax({ message: `Code exceeds ${config.maxCodeLength} characters` }))
-      }
-      const forbidden = findForbiddenPattern(code)
-      if (forbidden !== undefined) return Effect.fail(new SandboxForbidden({ message: forbidden }))
-      return Effect.map(engine.compile(kind, code), (compiled) => {
-        cache.set(cacheKey, compiled)
-      })
+      if (cacheFor(kind).get(cacheKey) !== undefined) return Effect.void
+      const rejected = precheck(code, config.maxCodeLength)
+      if (rejected !== undefined) return Effect.fail(rejected)
+      return Effect.asVoid(compile(kind, cacheKey, code))
     })
 
   /** Pushes a built-in's output through the same JSON boundary and size cap as sandboxed output. */
@@ -523,7 +350,6 @@ const make = Effect.gen(function* () {
     const parsed = JSON.parse(text) as { value?: unknown; result?: unknown }
     return ok({ value: parsed.value, result: parsed.result })
   }
-
   const runProcessor = (input: ProcessorInput): Effect.Effect<ProcessorOutput, SandboxError> =>
     Effect.suspend(() => {
       const builtin = matchBuiltinProcessor(input.name, input.code)
@@ -579,33 +405,27 @@ const make = Effect.gen(function* () {
       })
     })
 
-  const getValidator: Effect.Effect<QuickJSWASMModule> = Effect.suspend(() =>
-    validator !== undefined
-      ? Effect.succeed(validator)
-      : Effect.map(Effect.promise(engine.newInstance), (m) => (validator = m))
-  )
-
   const validateCode = (
     code: string,
     maxLen: number,
     kind: CodeKind = "processor"
   ): Effect.Effect<void, SandboxSyntax | SandboxForbidden> =>
     Effect.suspend((): Effect.Effect<void, SandboxSyntax | SandboxForbidden> => {
-      if (code.length > maxLen) {
-        return Effect.fail(new SandboxSyntax({ message: `Code exceeds ${maxLen} characters` }))
-      }
-      const forbidden = findForbiddenPattern(code)
-      if (forbidden !== undefined) return Effect.fail(new SandboxForbidden({ message: forbidden }))
-      return Effect.flatMap(getValidator, (module) => {
-        let outcome: Outcome<void>
-        try {
-          outcome = engine.checkSyntax(module, kind, code)
-        } catch (e) {
-          validator = undefined
-          return Effect.fail(new SandboxSyntax({ message: `Sandbox failure: ${hostMessage(e)}` }))
-        }
-        return outcome.ok ? Effect.void : Effect.fail(outcome.error as SandboxSyntax)
-      })
+      const rejected = precheck(code, maxLen)
+      if (rejected !== undefined) return Effect.fail(rejected)
+      return currentLink.pipe(
+        Effect.mapError((e) => new SandboxSyntax({ message: e.message })),
+        Effect.flatMap((worker) =>
+          Effect.promise(() => worker.callAsync((id) => ({ op: "check", id, kind, code }), checkHardMs(config)))
+        ),
+        Effect.flatMap((response) =>
+          response === undefined
+            ? Effect.fail(new SandboxSyntax({ message: "Code too complex to check" }))
+            : response.ok
+            ? Effect.void
+            : Effect.fail(new SandboxSyntax({ message: response.error.message }))
+        )
+      )
     })
 
   return {

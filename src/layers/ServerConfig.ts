@@ -51,6 +51,8 @@ export interface ServerSettings {
   readonly ttlSweepIntervalMs: number
   readonly securityPolicies: ReadonlyArray<SecurityPolicy>
   readonly journalEnabled: boolean
+  /** Indexed fields per map for full-text search; maps not listed index every top-level string property. */
+  readonly fullTextSearch: Readonly<Record<string, { readonly fields: ReadonlyArray<string> }>>
   /** Built-in conflict resolvers per map name, e.g. `{ "scores": ["builtin:non_negative"] }` (server-side only). */
   readonly builtinResolvers: Readonly<Record<string, ReadonlyArray<string>>>
   readonly journalCapacity: number
@@ -93,6 +95,7 @@ export const defaultSettings: ServerSettings = {
   ttlSweepIntervalMs: 1_000,
   securityPolicies: [],
   journalEnabled: true,
+  fullTextSearch: {},
   builtinResolvers: {},
   journalCapacity: 10_000,
   logLevel: "info",

@@ -7,6 +7,7 @@ import { decodeClientMessage } from "../protocol/decode.js"
 import { Auth } from "./Auth.js"
 import { type CloseRequest, type Connection, Connections } from "./Connections.js"
 import { Hlc } from "./Hlc.js"
+import { MetricsRegistry } from "./Metrics.js"
 import { Router } from "./Router.js"
 import { ServerConfig } from "./ServerConfig.js"
 
@@ -52,6 +53,7 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
     const hlcService = yield* Hlc
     const hlc = hlcService.clock
     const wall = hlcService.wallMillis
+    const metrics = yield* MetricsRegistry
     const sessionFibers = yield* FiberSet.make()
 
     const authRequired = encodeMessage({ type: "AUTH_REQUIRED" })
@@ -163,6 +165,7 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
               return
             }
             if (!bucket.take(unpacked.records.length, now)) {
+              metrics.rateLimited(unpacked.records.length)
               sendError(429, "rate limit exceeded, slow down")
               return
             }
@@ -170,9 +173,11 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
             return
           }
           if (!nested && !bucket.take(costOf(frame), now)) {
+            metrics.rateLimited()
             if (authenticated()) sendError(429, "rate limit exceeded, slow down")
             return
           }
+          metrics.messageIn(frame.type)
           if (frame.type === "PING") {
             const timestamp = (frame as { timestamp?: unknown }).timestamp
             connection.send({ type: "PONG", timestamp: typeof timestamp === "number" ? timestamp : 0, serverTime: wall() })

@@ -4,6 +4,7 @@ import { Deferred, Effect, Exit, Runtime } from "effect"
 import { WebSocketServer } from "ws"
 import { Connections } from "./Connections.js"
 import { ServerConfig } from "./ServerConfig.js"
+import { MetricsRegistry } from "./Metrics.js"
 import { ServerInfo } from "./Partitions.js"
 import { Sessions } from "./Sessions.js"
 
@@ -37,6 +38,7 @@ export class Transport extends Effect.Service<Transport>()("tessera/Transport", 
     const sessions = yield* Sessions
     const connections = yield* Connections
     const info = yield* ServerInfo
+    const metrics = yield* MetricsRegistry
     const runtime = yield* Effect.runtime<never>()
     const runFork = Runtime.runFork(runtime)
     const readinessChecks: ReadinessCheck[] = []
@@ -86,10 +88,12 @@ export class Transport extends Effect.Service<Transport>()("tessera/Transport", 
         return
       }
       if (!accepting || connections.count() >= config.maxConnections) {
+        metrics.connectionRejected()
         socket.end("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n")
         return
       }
       wss.handleUpgrade(req, socket, head, (ws) => {
+        metrics.connectionAccepted()
         const remote = `${req.socket.remoteAddress ?? "?"}:${req.socket.remotePort ?? "?"}`
         runFork(sessions.accept(ws, remote))
       })

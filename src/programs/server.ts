@@ -7,7 +7,9 @@ import { Journal } from "../layers/Journal.js"
 import { Cluster } from "../layers/Cluster.js"
 import { Counters } from "../layers/Counters.js"
 import { Locks } from "../layers/Locks.js"
+import { HttpSync, HttpSyncSearch } from "../layers/HttpSync.js"
 import { Maps } from "../layers/Maps.js"
+import { Metrics, MetricsRegistry } from "../layers/Metrics.js"
 import { Topics } from "../layers/Topics.js"
 import { Processors } from "../layers/Processors.js"
 import { Resolvers } from "../layers/Resolvers.js"
@@ -15,6 +17,7 @@ import { Sandbox } from "../layers/Sandbox.js"
 import { Operations } from "../layers/Operations.js"
 import { Partitions, ServerInfo } from "../layers/Partitions.js"
 import { Queries } from "../layers/Queries.js"
+import { Search } from "../layers/Search.js"
 import { Sync } from "../layers/Sync.js"
 import { Router } from "../layers/Router.js"
 import { Security } from "../layers/Security.js"
@@ -41,17 +44,21 @@ export const storageLayer = (settings: ServerSettings): Layer.Layer<Storage, Sto
  * Effect app provides `ServerConfig` and may swap `Storage`. Building the layer starts listening;
  * closing its scope shuts everything down.
  */
-export const serverLayerWith = <E>(storage: Layer.Layer<Storage, E>) =>
-  Transport.Default.pipe(
+export const serverLayerWith = <E>(storage: Layer.Layer<Storage, E>) => {
+  const core = Transport.Default.pipe(
     Layer.provideMerge(Sessions.Default),
     Layer.provideMerge(Router.Default),
-    Layer.provideMerge(Layer.mergeAll(Operations.Default, Sync.Default, Partitions.Default, Queries.Default, Journal.Default, Processors.Default, Topics.Default, Locks.Default, Counters.Default)),
+    Layer.provideMerge(Layer.mergeAll(Operations.Default, Sync.Default, Partitions.Default, Queries.Default, Journal.Default, Processors.Default, Topics.Default, Locks.Default, Counters.Default, Search.Default)),
     Layer.provideMerge(Resolvers.Default),
     Layer.provideMerge(Layer.mergeAll(Maps.Default, Sandbox.Default)),
     Layer.provideMerge(WriteBehind.Default),
     Layer.provideMerge(Layer.mergeAll(storage, WriteBehindConfig.layer())),
-    Layer.provideMerge(Layer.mergeAll(Auth.Default, Security.Default, Hlc.Default, Changes.Default, Connections.Default, ServerInfo.Default, Cluster.layerSingleNode))
+    Layer.provideMerge(Layer.mergeAll(Auth.Default, Security.Default, Hlc.Default, Changes.Default, Connections.Default, ServerInfo.Default, Cluster.layerSingleNode, MetricsRegistry.Default))
   )
+  // Leaf layers: they use the core and nothing depends on them.
+  const httpSyncSearch = Layer.effect(HttpSyncSearch, Effect.map(Search, (search) => ({ search: search.searchFor })))
+  return Layer.mergeAll(Metrics.Default, HttpSync.Default.pipe(Layer.provide(httpSyncSearch))).pipe(Layer.provideMerge(core))
+}
 
 /** The server for the given settings (storage chosen by `settings.storage`). */
 export const serverLayer = (settings: ServerSettings) =>

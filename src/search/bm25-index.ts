@@ -12,7 +12,7 @@ export interface SearchOptions {
 
 export interface SearchHit {
   readonly key: string
-  score: number
+  readonly score: number
   readonly matchedTerms: string[]
 }
 
@@ -35,23 +35,29 @@ export const termScore = (idf: number, tf: number, dl: number, avgdl: number): n
  * refers back to it (`slots`) and the document remembers the entry's position.
  */
 interface Posting {
+  readonly term: string
   df: number
   readonly ords: number[]
   readonly tfs: number[]
   readonly slots: number[]
 }
 
-/** Stride of `IndexedDoc.entries`: term, field id, position in the term's posting. */
-const STRIDE = 3
+/** Stride of `IndexedDoc.entries`: posting, position in the posting. */
+const STRIDE = 2
+/** Stride of `IndexedDoc.fields`: field id, field token count, end slot of the field's entries. */
+const FIELD_STRIDE = 3
 
 interface IndexedDoc {
   readonly key: string
   /** Combined token count (dl) over all indexed fields. */
   readonly length: number
-  /** Flat (term, fieldId, postingPosition) triples, grouped by field. */
-  readonly entries: Array<string | number>
-  /** Flat (fieldId, fieldTokenCount) pairs for the fields with at least one token. */
-  readonly fieldLengths: number[]
+  /**
+   * Flat (posting, postingPosition) pairs, one per distinct term of each field, grouped by field. Referencing
+   * the posting (not the token string) shares one term string per index instead of one per document.
+   */
+  readonly entries: Array<Posting | number>
+  /** Flat (fieldId, fieldTokenCount, entryEndSlot) triples for the fields with at least one token. */
+  readonly fields: number[]
 }
 
 interface FieldStats {
@@ -72,11 +78,16 @@ interface FieldBucket {
   readonly lengths: number[]
 }
 
+/** Per distinct query term: the documents containing it and each one's contribution. */
+interface TermContributions {
+  readonly ords: ReadonlyArray<number>
+  readonly scores: Float64Array
+}
+
 const isDocument = (value: unknown): value is Record<string, unknown> =>
   typeof value === "object" && value !== null && !Array.isArray(value)
 
-const byScoreThenKey = (a: SearchHit, b: SearchHit): number =>
-  b.score - a.score || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)
+const compareKeys = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0)
 
 const hasEntries = (boost: Readonly<Record<string, number>> | undefined): boost is Readonly<Record<string, number>> => {
   if (boost === undefined) return false
@@ -84,10 +95,33 @@ const hasEntries = (boost: Readonly<Record<string, number>> | undefined): boost 
   return false
 }
 
+/** Distinct query tokens in first-occurrence order, and for each query token the index of its distinct term. */
+function distinctTerms(queryTokens: ReadonlyArray<string>): { terms: string[]; termOf: number[] } {
+  const indexByTerm = new Map<string, number>()
+  const terms: string[] = []
+  const termOf: number[] = []
+  for (const token of queryTokens) {
+    let index = indexByTerm.get(token)
+    if (index === undefined) {
+      index = terms.length
+      indexByTerm.set(token, index)
+      terms.push(token)
+    }
+    termOf.push(index)
+  }
+  return { terms, termOf }
+}
+
+/** Up to this `limit`, a bounded heap picks the top hits; above it, a full ordering is cheaper. */
+const TOP_K_HEAP_MAX = 1000
+
+/** Bit marking "document matched distinct term i"; beyond 32 terms bits alias and serve only as "touched". */
+const termBit = (i: number): number => 1 << (i & 31)
+
 /**
  * Incremental BM25 full-text index of one map (protocol §4.10). Statistics (N, total length, df, tf, and the
  * same per field for boosted queries) are maintained on every upsert/remove in O(tokens of the document);
- * a search costs O(postings of the query terms) plus sorting the hits.
+ * a search costs O(postings of the query terms) plus ordering the hits (a bounded heap when `limit` is set).
  */
 export class FullTextIndex {
   private readonly configuredFields: ReadonlyArray<string> | undefined
@@ -100,10 +134,11 @@ export class FullTextIndex {
   private readonly freeOrds: number[] = []
   private docCount = 0
   private totalLength = 0
-  /** Scratch for merging a term's per-field tfs of one document; all zero between uses. */
-  private tfScratch = new Int32Array(64)
-  /** Scratch hit per document ordinal; all undefined between searches. */
-  private readonly hitScratch: Array<SearchHit | undefined> = []
+  // Per-ordinal scratch for searches; every slot is back to zero between searches.
+  private scoreScratch = new Float64Array(0)
+  private maskScratch = new Uint32Array(0)
+  private fieldScoreScratch = new Float64Array(0)
+  private tfScratch = new Int32Array(0)
 
   /** `fields`: the map's configured field list; absent = every top-level string property. */
   constructor(fields?: ReadonlyArray<string>) {
@@ -130,22 +165,30 @@ export class FullTextIndex {
     if (!isDocument(value)) return
     const fields = this.tokenizeFields(value)
     let length = 0
-    for (const field of fields) length += field.length
+    let entryCount = 0
+    for (const field of fields) {
+      length += field.length
+      entryCount += field.termFrequencies.size
+    }
     if (length === 0) return
 
     const ord = this.freeOrds.pop() ?? this.docs.length
-    const entries: Array<string | number> = []
-    const fieldLengths: number[] = []
-    for (const { fieldId, termFrequencies, length: fieldLength } of fields) {
+    const entries: Array<Posting | number> = new Array(entryCount * STRIDE)
+    const fieldInfo: number[] = new Array(fields.length * FIELD_STRIDE)
+    let slot = 0
+    for (let f = 0; f < fields.length; f++) {
+      const { fieldId, termFrequencies, length: fieldLength } = fields[f]!
       const stats = this.fieldStats[fieldId]!
       stats.docCount++
       stats.totalLength += fieldLength
-      fieldLengths.push(fieldId, fieldLength)
+      fieldInfo[FIELD_STRIDE * f] = fieldId
+      fieldInfo[FIELD_STRIDE * f + 1] = fieldLength
       for (const [term, tf] of termFrequencies) {
         let posting = this.postings.get(term)
         if (posting === undefined) {
-          posting = { df: 0, ords: [], tfs: [], slots: [] }
-          this.postings.set(term, posting)
+          const owned = detach(term)
+          posting = { term: owned, df: 0, ords: [], tfs: [], slots: [] }
+          this.postings.set(owned, posting)
         }
         const position = posting.ords.length
         // This document's entries are appended consecutively, so an earlier field already counted it in df
@@ -153,11 +196,14 @@ export class FullTextIndex {
         if (position === 0 || posting.ords[position - 1] !== ord) posting.df++
         posting.ords.push(ord)
         posting.tfs.push(tf)
-        posting.slots.push(entries.length / STRIDE)
-        entries.push(term, fieldId, position)
+        posting.slots.push(slot)
+        entries[slot * STRIDE] = posting
+        entries[slot * STRIDE + 1] = position
+        slot++
       }
+      fieldInfo[FIELD_STRIDE * f + 2] = slot
     }
-    this.docs[ord] = { key, length, entries, fieldLengths }
+    this.docs[ord] = { key, length, entries, fields: fieldInfo }
     this.docLengths[ord] = length
     this.ordByKey.set(key, ord)
     this.docCount++
@@ -168,13 +214,12 @@ export class FullTextIndex {
     const ord = this.ordByKey.get(key)
     if (ord === undefined) return
     const doc = this.docs[ord]!
-    const { entries, fieldLengths } = doc
+    const { entries, fields } = doc
     // A term can repeat across fields; df drops once per distinct term.
-    const seen = fieldLengths.length > 2 ? new Set<string>() : undefined
+    const seen = fields.length > FIELD_STRIDE ? new Set<Posting>() : undefined
     for (let i = 0; i < entries.length; i += STRIDE) {
-      const term = entries[i] as string
-      const position = entries[i + 2] as number
-      const posting = this.postings.get(term)!
+      const posting = entries[i] as Posting
+      const position = entries[i + 1] as number
       const last = posting.ords.length - 1
       if (position !== last) {
         const movedOrd = posting.ords[last]!
@@ -182,22 +227,21 @@ export class FullTextIndex {
         posting.ords[position] = movedOrd
         posting.tfs[position] = posting.tfs[last]!
         posting.slots[position] = movedSlot
-        const movedEntries = movedOrd === ord ? entries : this.docs[movedOrd]!.entries
-        movedEntries[movedSlot * STRIDE + 2] = position
+        this.docs[movedOrd]!.entries[movedSlot * STRIDE + 1] = position
       }
       posting.ords.pop()
       posting.tfs.pop()
       posting.slots.pop()
-      if (seen === undefined || !seen.has(term)) {
-        seen?.add(term)
+      if (seen === undefined || !seen.has(posting)) {
+        seen?.add(posting)
         posting.df--
       }
-      if (posting.ords.length === 0) this.postings.delete(term)
+      if (posting.ords.length === 0) this.postings.delete(posting.term)
     }
-    for (let i = 0; i < fieldLengths.length; i += 2) {
-      const stats = this.fieldStats[fieldLengths[i]!]!
+    for (let i = 0; i < fields.length; i += FIELD_STRIDE) {
+      const stats = this.fieldStats[fields[i]!]!
       stats.docCount--
-      stats.totalLength -= fieldLengths[i + 1]!
+      stats.totalLength -= fields[i + 1]!
     }
     this.docs[ord] = undefined
     this.docLengths[ord] = 0
@@ -215,14 +259,20 @@ export class FullTextIndex {
   /** Searches with an already tokenized query (duplicates count again, as in BM25's query sum). */
   searchTokens(queryTokens: ReadonlyArray<string>, options: SearchOptions = {}): SearchHit[] {
     if (queryTokens.length === 0 || this.docCount === 0) return []
-    const hits = hasEntries(options.boost)
-      ? this.collectBoosted(queryTokens, options.boost)
-      : this.collectCombined(queryTokens)
-    const minScore = options.minScore
-    const kept = minScore === undefined ? hits : hits.filter((hit) => hit.score >= minScore)
-    kept.sort(byScoreThenKey)
-    const limit = options.limit
-    return limit !== undefined && limit > 0 && kept.length > limit ? kept.slice(0, limit) : kept
+    this.ensureScratch()
+    const { terms, termOf } = distinctTerms(queryTokens)
+    const touched: number[] = []
+    const matchOrder = hasEntries(options.boost)
+      ? this.accumulateBoosted(terms, termOf, options.boost, touched)
+      : (this.accumulateCombined(terms, termOf, touched), undefined)
+    try {
+      return this.rank(touched, terms, matchOrder, options)
+    } finally {
+      for (const ord of touched) {
+        this.scoreScratch[ord] = 0
+        this.maskScratch[ord] = 0
+      }
+    }
   }
 
   /**
@@ -241,9 +291,9 @@ export class FullTextIndex {
     for (const token of queryTokens) tfByTerm.set(token, 0)
     const { entries } = doc
     for (let i = 0; i < entries.length; i += STRIDE) {
-      const term = entries[i] as string
-      const tf = tfByTerm.get(term)
-      if (tf !== undefined) tfByTerm.set(term, tf + this.postings.get(term)!.tfs[entries[i + 2] as number]!)
+      const posting = entries[i] as Posting
+      const tf = tfByTerm.get(posting.term)
+      if (tf !== undefined) tfByTerm.set(posting.term, tf + posting.tfs[entries[i + 1] as number]!)
     }
     const avgdl = this.totalLength / this.docCount
     let score = 0
@@ -285,96 +335,54 @@ export class FullTextIndex {
     return fields
   }
 
-  /** Distinct tokens in first-occurrence order, and for each query token the index of its distinct term. */
-  private static distinct(queryTokens: ReadonlyArray<string>): { terms: string[]; termOf: number[] } {
-    const indexByTerm = new Map<string, number>()
-    const terms: string[] = []
-    const termOf: number[] = []
-    for (const token of queryTokens) {
-      let index = indexByTerm.get(token)
-      if (index === undefined) {
-        index = terms.length
-        indexByTerm.set(token, index)
-        terms.push(token)
-      }
-      termOf.push(index)
-    }
-    return { terms, termOf }
+  private ensureScratch(): void {
+    const needed = this.docs.length
+    if (this.scoreScratch.length >= needed) return
+    const capacity = Math.max(needed, this.scoreScratch.length * 2, 64)
+    this.scoreScratch = new Float64Array(capacity)
+    this.maskScratch = new Uint32Array(capacity)
+    this.fieldScoreScratch = new Float64Array(capacity)
+    this.tfScratch = new Int32Array(capacity)
   }
 
-  /** The hit for `ord`, created on first touch (`touched` lists the ordinals to read and reset afterwards). */
-  private hitFor(ord: number, touched: number[]): SearchHit {
-    let hit = this.hitScratch[ord]
-    if (hit === undefined) {
-      hit = { key: this.docs[ord]!.key, score: 0, matchedTerms: [] }
-      this.hitScratch[ord] = hit
-      touched.push(ord)
-    }
-    return hit
-  }
-
-  private drainHits(touched: number[]): SearchHit[] {
-    const hits: SearchHit[] = new Array(touched.length)
-    for (let i = 0; i < touched.length; i++) {
-      const ord = touched[i]!
-      hits[i] = this.hitScratch[ord]!
-      this.hitScratch[ord] = undefined
-    }
-    return hits
-  }
-
-  /** Unboosted scoring over the combined statistics. */
-  private collectCombined(queryTokens: ReadonlyArray<string>): SearchHit[] {
-    const { terms, termOf } = FullTextIndex.distinct(queryTokens)
+  /** Unboosted scoring over the combined statistics into `scoreScratch` / `maskScratch`. */
+  private accumulateCombined(terms: string[], termOf: number[], touched: number[]): void {
     const avgdl = this.totalLength / this.docCount
-    const termOrds: Array<number[] | undefined> = []
-    const termContributions: number[][] = []
-    for (const term of terms) {
+    const perTerm: Array<TermContributions | undefined> = terms.map((term) => {
       const posting = this.postings.get(term)
-      if (posting === undefined) {
-        termOrds.push(undefined)
-        termContributions.push([])
-        continue
-      }
+      if (posting === undefined) return undefined
       const idf = inverseDocumentFrequency(this.docCount, posting.df)
       const { ords, tfs } = this.mergeFieldEntries(posting)
-      const contributions: number[] = new Array(ords.length)
-      for (let i = 0; i < ords.length; i++) {
-        contributions[i] = termScore(idf, tfs[i]!, this.docLengths[ords[i]!]!, avgdl)
-      }
-      termOrds.push(ords)
-      termContributions.push(contributions)
-    }
-    // Sum in query-token order (duplicates again) so that floats equal a per-document left-to-right sum.
-    const touched: number[] = []
-    const firstSeen = new Array<boolean>(terms.length).fill(false)
+      const scores = new Float64Array(ords.length)
+      for (let i = 0; i < ords.length; i++) scores[i] = termScore(idf, tfs[i]!, this.docLengths[ords[i]!]!, avgdl)
+      return { ords, scores }
+    })
+    // Sum in query-token order (duplicates again): each document's float sum is the reference's left-to-right sum.
+    const scores = this.scoreScratch
+    const masks = this.maskScratch
     for (const term of termOf) {
-      const ords = termOrds[term]
-      if (ords === undefined) continue
-      const contributions = termContributions[term]!
-      const first = !firstSeen[term]
-      firstSeen[term] = true
+      const contributions = perTerm[term]
+      if (contributions === undefined) continue
+      const bit = termBit(term)
+      const { ords } = contributions
       for (let i = 0; i < ords.length; i++) {
-        const hit = this.hitFor(ords[i]!, touched)
-        hit.score += contributions[i]!
-        if (first) hit.matchedTerms.push(terms[term]!)
+        const ord = ords[i]!
+        if (masks[ord] === 0) touched.push(ord)
+        masks[ord]! |= bit
+        scores[ord]! += contributions.scores[i]!
       }
     }
-    return this.drainHits(touched)
   }
 
-  /** Per-document combined tf of a term: sums the document's per-field entries (one array pass when df = entries). */
-  private mergeFieldEntries(posting: Posting): { ords: number[]; tfs: number[] } {
+  /** Per-document combined tf of a term: sums the document's per-field entries (skipped when df = entries). */
+  private mergeFieldEntries(posting: Posting): { ords: ReadonlyArray<number>; tfs: ReadonlyArray<number> } {
     if (posting.df === posting.ords.length) return posting
-    if (this.tfScratch.length < this.docs.length) {
-      this.tfScratch = new Int32Array(Math.max(this.docs.length, this.tfScratch.length * 2))
-    }
     const scratch = this.tfScratch
     const ords: number[] = []
     for (let i = 0; i < posting.ords.length; i++) {
       const ord = posting.ords[i]!
       if (scratch[ord] === 0) ords.push(ord)
-      scratch[ord] += posting.tfs[i]!
+      scratch[ord]! += posting.tfs[i]!
     }
     const tfs: number[] = new Array(ords.length)
     for (let i = 0; i < ords.length; i++) {
@@ -384,9 +392,16 @@ export class FullTextIndex {
     return { ords, tfs }
   }
 
-  /** Boosted scoring: each field with its own statistics, `Σ fieldScore × (boost[field] ?? 1)` in field order. */
-  private collectBoosted(queryTokens: ReadonlyArray<string>, boost: Readonly<Record<string, number>>): SearchHit[] {
-    const { terms, termOf } = FullTextIndex.distinct(queryTokens)
+  /**
+   * Boosted scoring: each field with its own statistics, `Σ fieldScore × (boost[field] ?? 1)` in field order.
+   * Returns, per touched ordinal, the distinct-term indices in the union order (field order, then query order).
+   */
+  private accumulateBoosted(
+    terms: string[],
+    termOf: number[],
+    boost: Readonly<Record<string, number>>,
+    touched: number[]
+  ): Map<number, number[]> {
     const bucketsByTerm: Array<Map<number, FieldBucket>> = []
     const fieldsTouched = new Set<number>()
     for (const term of terms) {
@@ -396,7 +411,8 @@ export class FullTextIndex {
       if (posting === undefined) continue
       for (let i = 0; i < posting.ords.length; i++) {
         const doc = this.docs[posting.ords[i]!]!
-        const fieldId = doc.entries[posting.slots[i]! * STRIDE + 1] as number
+        const group = fieldGroupOf(doc, posting.slots[i]!)
+        const fieldId = doc.fields[group]!
         let bucket = buckets.get(fieldId)
         if (bucket === undefined) {
           bucket = { ords: [], tfs: [], lengths: [] }
@@ -405,47 +421,167 @@ export class FullTextIndex {
         }
         bucket.ords.push(posting.ords[i]!)
         bucket.tfs.push(posting.tfs[i]!)
-        bucket.lengths.push(fieldLengthOf(doc, fieldId))
+        bucket.lengths.push(doc.fields[group + 1]!)
       }
     }
-    const touched: number[] = []
-    const fieldScores = new Map<number, number>()
+    const scores = this.scoreScratch
+    const masks = this.maskScratch
+    const fieldScores = this.fieldScoreScratch
+    const matchOrder = new Map<number, number[]>()
+    const fieldTouched: number[] = []
     for (const fieldId of this.fieldOrder(fieldsTouched)) {
       const stats = this.fieldStats[fieldId]!
       const avgdl = stats.totalLength / stats.docCount
       const weight = Object.hasOwn(boost, stats.name) ? boost[stats.name]! : 1
-      fieldScores.clear()
       for (const term of termOf) {
         const bucket = bucketsByTerm[term]!.get(fieldId)
         if (bucket === undefined) continue
         const idf = inverseDocumentFrequency(stats.docCount, bucket.ords.length)
         for (let i = 0; i < bucket.ords.length; i++) {
           const ord = bucket.ords[i]!
-          const score = termScore(idf, bucket.tfs[i]!, bucket.lengths[i]!, avgdl)
-          fieldScores.set(ord, (fieldScores.get(ord) ?? 0) + score)
-          const hit = this.hitFor(ord, touched)
-          if (!hit.matchedTerms.includes(terms[term]!)) hit.matchedTerms.push(terms[term]!)
+          if (fieldScores[ord] === 0) fieldTouched.push(ord)
+          fieldScores[ord]! += termScore(idf, bucket.tfs[i]!, bucket.lengths[i]!, avgdl)
+          let order = matchOrder.get(ord)
+          if (order === undefined) {
+            order = []
+            matchOrder.set(ord, order)
+            touched.push(ord)
+          }
+          if (!order.includes(term)) order.push(term)
+          masks[ord]! |= termBit(term)
         }
       }
-      for (const [ord, fieldScore] of fieldScores) this.hitScratch[ord]!.score += fieldScore * weight
+      for (const ord of fieldTouched) {
+        scores[ord]! += fieldScores[ord]! * weight
+        fieldScores[ord] = 0
+      }
+      fieldTouched.length = 0
     }
-    return this.drainHits(touched)
+    return matchOrder
   }
 
   /** Configured fields keep their configured order; discovered fields are summed in name order (deterministic). */
   private fieldOrder(fieldIds: Set<number>): number[] {
     const ordered = [...fieldIds]
     if (this.configuredFields !== undefined) return ordered.sort((a, b) => a - b)
-    return ordered.sort((a, b) => {
-      const x = this.fieldStats[a]!.name
-      const y = this.fieldStats[b]!.name
-      return x < y ? -1 : x > y ? 1 : 0
-    })
+    return ordered.sort((a, b) => compareKeys(this.fieldStats[a]!.name, this.fieldStats[b]!.name))
+  }
+
+  /** minScore filter, order (score desc, key asc), limit, and materialization of the surviving hits only. */
+  private rank(
+    touched: number[],
+    terms: string[],
+    matchOrder: Map<number, number[]> | undefined,
+    options: SearchOptions
+  ): SearchHit[] {
+    const scores = this.scoreScratch
+    const docs = this.docs
+    const minScore = options.minScore
+    const candidates = minScore === undefined ? touched : touched.filter((ord) => scores[ord]! >= minScore)
+    const limit = options.limit !== undefined && options.limit > 0 ? options.limit : candidates.length
+    const ordered =
+      limit <= TOP_K_HEAP_MAX && limit < candidates.length
+        ? topK(candidates, limit, (a, b) => scores[b]! - scores[a]! || compareKeys(docs[a]!.key, docs[b]!.key))
+        : this.sortByScoreThenKey(candidates, limit)
+    const hits: SearchHit[] = new Array(ordered.length)
+    for (let i = 0; i < ordered.length; i++) {
+      const ord = ordered[i]!
+      hits[i] = { key: docs[ord]!.key, score: scores[ord]!, matchedTerms: this.matchedTerms(ord, terms, matchOrder) }
+    }
+    return hits
+  }
+
+  /**
+   * Full ordering without a JS comparator on the hot path: bucket by score, sort the distinct scores natively,
+   * and sort each tie bucket's keys with the default (UTF-16 code unit) string order. Stops after `limit`.
+   */
+  private sortByScoreThenKey(candidates: ReadonlyArray<number>, limit: number): number[] {
+    const scores = this.scoreScratch
+    const buckets = new Map<number, number[]>()
+    for (const ord of candidates) {
+      const score = scores[ord]!
+      const bucket = buckets.get(score)
+      if (bucket === undefined) buckets.set(score, [ord])
+      else bucket.push(ord)
+    }
+    const distinct = new Float64Array(buckets.size)
+    let d = 0
+    for (const score of buckets.keys()) distinct[d++] = score
+    distinct.sort()
+    const ordered: number[] = []
+    for (let i = distinct.length - 1; i >= 0 && ordered.length < limit; i--) {
+      const bucket = buckets.get(distinct[i]!)!
+      if (bucket.length === 1) {
+        ordered.push(bucket[0]!)
+        continue
+      }
+      const keys = bucket.map((ord) => this.docs[ord]!.key).sort()
+      for (let k = 0; k < keys.length && ordered.length < limit; k++) ordered.push(this.ordByKey.get(keys[k]!)!)
+    }
+    return ordered
+  }
+
+  private matchedTerms(ord: number, terms: string[], matchOrder: Map<number, number[]> | undefined): string[] {
+    const order = matchOrder?.get(ord)
+    if (order !== undefined) return order.map((term) => terms[term]!)
+    if (terms.length <= 32) {
+      const mask = this.maskScratch[ord]!
+      const matched: string[] = []
+      for (let i = 0; i < terms.length; i++) if ((mask & (1 << i)) !== 0) matched.push(terms[i]!)
+      return matched
+    }
+    const present = new Set<string>()
+    const { entries } = this.docs[ord]!
+    for (let i = 0; i < entries.length; i += STRIDE) present.add((entries[i] as Posting).term)
+    return terms.filter((term) => present.has(term))
   }
 }
 
-function fieldLengthOf(doc: IndexedDoc, fieldId: number): number {
-  const pairs = doc.fieldLengths
-  for (let i = 0; i < pairs.length; i += 2) if (pairs[i] === fieldId) return pairs[i + 1]!
-  return 0
+/**
+ * A copy of a token that does not keep its source text alive: tokens from `split`/`slice` can be V8 sliced
+ * strings pointing into the whole field text, and a posting's term lives as long as the term is indexed.
+ */
+const detach = (token: string): string => (" " + token).slice(1)
+
+/** Offset in `doc.fields` of the field owning entry `slot` (a document has few fields: a linear scan). */
+function fieldGroupOf(doc: IndexedDoc, slot: number): number {
+  const fields = doc.fields
+  let i = 0
+  while (i + FIELD_STRIDE < fields.length && slot >= fields[i + 2]!) i += FIELD_STRIDE
+  return i
+}
+
+/** The first `k` items in `before` order, via a bounded max-heap whose root is the worst kept item. */
+function topK(items: ReadonlyArray<number>, k: number, before: (a: number, b: number) => number): number[] {
+  const heap: number[] = []
+  const siftUp = (i: number) => {
+    while (i > 0) {
+      const parent = (i - 1) >> 1
+      if (before(heap[parent]!, heap[i]!) >= 0) return
+      ;[heap[parent], heap[i]] = [heap[i]!, heap[parent]!]
+      i = parent
+    }
+  }
+  const siftDown = (i: number) => {
+    for (;;) {
+      const left = 2 * i + 1
+      const right = left + 1
+      let worst = i
+      if (left < heap.length && before(heap[left]!, heap[worst]!) > 0) worst = left
+      if (right < heap.length && before(heap[right]!, heap[worst]!) > 0) worst = right
+      if (worst === i) return
+      ;[heap[worst], heap[i]] = [heap[i]!, heap[worst]!]
+      i = worst
+    }
+  }
+  for (const item of items) {
+    if (heap.length < k) {
+      heap.push(item)
+      siftUp(heap.length - 1)
+    } else if (before(item, heap[0]!) < 0) {
+      heap[0] = item
+      siftDown(0)
+    }
+  }
+  return heap.sort(before)
 }

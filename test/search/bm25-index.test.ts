@@ -84,6 +84,19 @@ describe("FullTextIndex BM25 scores (hand-computed)", () => {
     expect(big.search("needle")).toHaveLength(250)
   })
 
+  it("heap (small limit) and full ordering (large limit) agree with the unlimited order", () => {
+    const index = new FullTextIndex()
+    for (let i = 0; i < 1500; i++) index.upsert(`k${(i * 7919) % 1500}`, { t: `needle ${"hay ".repeat(i % 4)}${i % 3 === 0 ? "needle" : ""}` })
+    const all = index.search("needle")
+    expect(all).toHaveLength(1500)
+    for (let i = 1; i < all.length; i++) {
+      const [p, c] = [all[i - 1]!, all[i]!]
+      expect(p.score > c.score || (p.score === c.score && p.key < c.key)).toBe(true)
+    }
+    expect(index.search("needle", { limit: 7 })).toEqual(all.slice(0, 7))
+    expect(index.search("needle", { limit: 1200 })).toEqual(all.slice(0, 1200))
+  })
+
   it("ties are ordered by key ascending", () => {
     const ties = build({ b: { t: "same words" }, C: { t: "same words" }, a: { t: "same words" }, aa: { t: "same words" } })
     expect(ties.search("words").map((h) => h.key)).toEqual(["C", "a", "aa", "b"])
@@ -239,13 +252,13 @@ function modelSearch(docs: Map<string, unknown>, fields: string[] | undefined, q
   }
   let hits: SearchHit[]
   if (opts.boost !== undefined && Object.keys(opts.boost).length > 0) {
-    const acc = new Map<string, SearchHit>()
+    const acc = new Map<string, { key: string; score: number; matchedTerms: string[] }>()
     const order = fields ?? [...perField.keys()].sort()
     for (const f of order) {
       const coll = perField.get(f)
       if (coll === undefined) continue
       for (const [key, r] of score(coll)) {
-        const hit = acc.get(key) ?? { key, score: 0, matchedTerms: [] }
+        const hit: { key: string; score: number; matchedTerms: string[] } = acc.get(key) ?? { key, score: 0, matchedTerms: [] }
         hit.score += r.score * (opts.boost[f] ?? 1)
         for (const t of r.terms) if (!hit.matchedTerms.includes(t)) hit.matchedTerms.push(t)
         acc.set(key, hit)

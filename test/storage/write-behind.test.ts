@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Fiber, Layer, Option, TestClock } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, TestClock } from "effect"
 import * as fc from "fast-check"
 import type { LWWRecord, Timestamp } from "../../src/crdt/types.js"
 import { Storage, StorageError, type StorageMutation, type StorageService } from "../../src/layers/Storage.js"
@@ -185,7 +185,7 @@ describe("WriteBehind", () => {
       const persisted = yield* wb.submit([put("k", 1, 1)])
       expect(yield* Deferred.isDone(persisted)).toBe(true)
       yield* wb.flush
-      expect(Option.isSome((yield* d.inner.loadMap("m")).lww.length > 0 ? Option.some(1) : Option.none())).toBe(true)
+      expect((yield* d.inner.loadMap("m")).lww.map((r) => r.record.value)).toEqual([1])
     }))
 
   it.scoped("reports unhealthy while the queue is longer than maxQueueLength", () =>
@@ -204,6 +204,18 @@ describe("WriteBehind", () => {
       const d = makeDouble()
       yield* Effect.scoped(Effect.flatMap(build(d.service, { flushIntervalMs: 60_000 }), (wb) => wb.submit([put("k", 1, 1)])))
       expect(d.batches).toEqual([[put("k", 1, 1)]])
+    }))
+
+  it.live("at shutdown, the drain is bounded and callers still waiting are failed", () =>
+    Effect.gen(function*() {
+      const d = makeDouble()
+      d.control.failNext = Number.POSITIVE_INFINITY
+      const persisted = yield* Effect.scoped(
+        Effect.flatMap(build(d.service, { flushIntervalMs: 1, drainTimeoutMs: 50, persistTimeoutMs: 60_000 }), (wb) => wb.submit([put("k", 1, 1)]))
+      )
+      const exit = yield* Effect.exit(Deferred.await(persisted))
+      expect(exit).toEqual(Exit.fail(expect.objectContaining({ _tag: "PersistFailed", message: "not persisted before shutdown: disk on fire" })))
+      expect(d.batches).toEqual([])
     }))
 
   // Law: whatever the grouping, coalescing and batching, the store ends as if every mutation had been

@@ -3,7 +3,7 @@
  *
  * - **Network**: every message is encoded and decoded with the `ClusterMessage` schema (as a real
  *   transport would), then delivered after a delay drawn from `[min, max]` ms with `Effect.sleep`, so
- *   the Effect clock (`TestClock`, or the faster `makeSimClock` below) drives delivery. Loss,
+ *   the Effect clock (`TestClock`, or the faster `runSimulated` below) drives delivery. Loss,
  *   duplication and the delays are drawn from one seeded PRNG (mulberry32): the same seed and the same
  *   program replay the same run.
  * - **Partitions** cut messages between groups (checked at send and again at delivery). They do not
@@ -12,7 +12,7 @@
  * - **Membership** = the live (not crashed) nodes, sorted; **leader** = the smallest live id; the
  *   **epoch** grows by one whenever the leader changes. A crashed node sends and receives nothing.
  */
-import { Clock, Duration, Effect, Layer, PubSub, Schema, type Scope, Stream, SubscriptionRef } from "effect"
+import { Clock, Duration, Effect, Exit, Fiber, FiberRef, Layer, PubSub, type Scheduler, Schema, type Scope, Stream, SubscriptionRef } from "effect"
 import { Cluster, ClusterMessage, type ClusterService, type Inbound, type Membership } from "../Cluster.js"
 
 /** mulberry32: a tiny seeded PRNG with a 32-bit state; returns floats in [0, 1). */
@@ -188,16 +188,19 @@ export const makeSimulatedNetwork = (options: SimulatedNetworkOptions): Effect.E
   })
 
 /**
- * A virtual clock for fast simulation runs: `sleep` registers a timer, `advance` fires timers in
- * time order (ties in registration order) and lets the woken fibers run with `Effect.yieldNow` between
- * timers. It never waits for real time, unlike `TestClock.adjust`, which waits a macrotask per timer.
- * Install it with `Effect.withClock(sim.clock)` around the whole simulated program.
+ * A discrete-event runner for fast simulation runs. `runSimulated` runs an effect on a virtual clock
+ * and a synchronous scheduler: it runs every runnable fiber until none is left, then fires the
+ * earliest timer (ties in registration order), and so on until the effect completes. No real time
+ * passes and nothing depends on the host's timers, so a run is exactly reproducible — and, unlike
+ * `TestClock.adjust` (which waits a macrotask per timer), it costs only the CPU work of the run.
+ * Inside the effect, `Effect.sleep` / schedules use the virtual clock; wait for time with
+ * `Effect.sleep` (or `SimClock.advanceTo`). The effect must not wait on real I/O or host timers.
  */
 export interface SimClock {
   readonly clock: Clock.Clock
-  /** Moves time forward by `ms`, firing every timer due on the way. */
-  readonly advance: (ms: number) => Effect.Effect<void>
   readonly now: () => number
+  /** Sleeps until the virtual time `t` (no-op if it has passed). */
+  readonly advanceTo: (t: number) => Effect.Effect<void>
 }
 
 interface Timer {
@@ -207,10 +210,30 @@ interface Timer {
   cancelled: boolean
 }
 
-export const makeSimClock = (options: { readonly start?: number; readonly settleYields?: number } = {}): SimClock => {
-  let now = options.start ?? 0
+/** Runs tasks synchronously when the driver drains it. */
+class DrainScheduler implements Scheduler.Scheduler {
+  private queue: Array<Scheduler.Task> = []
+  scheduleTask(task: Scheduler.Task): void {
+    this.queue.push(task)
+  }
+  shouldYield(fiber: Fiber.RuntimeFiber<unknown, unknown>): number | false {
+    return fiber.currentOpCount > fiber.getFiberRef(FiberRef.currentMaxOpsBeforeYield)
+      ? fiber.getFiberRef(FiberRef.currentSchedulingPriority)
+      : false
+  }
+  /** Runs tasks (and the tasks they schedule) until none is left. */
+  drain(): void {
+    while (this.queue.length > 0) {
+      const batch = this.queue
+      this.queue = []
+      for (const task of batch) task()
+    }
+  }
+}
+
+export const makeSimClock = (start = 0) => {
+  let now = start
   let seq = 0
-  const settleYields = options.settleYields ?? 24
   // A binary min-heap ordered by (at, seq).
   const heap: Timer[] = []
   const less = (a: Timer, b: Timer) => a.at < b.at || (a.at === b.at && a.seq < b.seq)
@@ -262,26 +285,42 @@ export const makeSimClock = (options: { readonly start?: number; readonly settle
     sleep
   }
 
-  const settle = Effect.gen(function* () {
-    for (let i = 0; i < settleYields; i++) yield* Effect.yieldNow()
-  })
+  /** Fires the earliest live timer; false when none is left. */
+  const fireNext = (): boolean => {
+    for (;;) {
+      const next = pop()
+      if (next === undefined) return false
+      if (next.cancelled) continue
+      now = next.at
+      next.wake()
+      return true
+    }
+  }
 
-  const advance = (ms: number): Effect.Effect<void> =>
-    Effect.gen(function* () {
-      const end = now + ms
-      yield* settle
-      for (;;) {
-        const next = heap[0]
-        if (next === undefined || next.at > end) break
-        pop()
-        if (next.cancelled) continue
-        now = next.at
-        next.wake()
-        yield* settle
-      }
-      now = end
-      yield* settle
-    })
+  const simClock: SimClock = {
+    clock,
+    now: () => now,
+    advanceTo: (t) => Effect.suspend(() => (t > now ? sleep(Duration.millis(t - now)) : Effect.void))
+  }
+  return { ...simClock, fireNext }
+}
 
-  return { clock, advance, now: () => now }
+/**
+ * Runs `effect` to completion on a fresh virtual clock (see `SimClock`) and returns its exit.
+ * Fails with a defect if every fiber waits and no timer is left (a deadlock, or a wait on real I/O).
+ */
+export const runSimulated = <A, E>(effect: (clock: SimClock) => Effect.Effect<A, E>, options: { readonly start?: number } = {}): Exit.Exit<A, E> => {
+  const sim = makeSimClock(options.start ?? 0)
+  const scheduler = new DrainScheduler()
+  const fiber = Effect.runFork(effect(sim).pipe(Effect.withClock(sim.clock)), { scheduler })
+  for (;;) {
+    scheduler.drain()
+    const exit = fiber.unsafePoll()
+    if (exit !== null) return exit
+    if (!sim.fireNext()) {
+      Effect.runFork(Fiber.interrupt(fiber), { scheduler })
+      scheduler.drain()
+      return Exit.die(new Error(`simulation stalled at t=${sim.now()}: every fiber waits and no timer is left`)) as Exit.Exit<A, E>
+    }
+  }
 }

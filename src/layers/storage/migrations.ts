@@ -43,19 +43,19 @@ export const migrations: ReadonlyArray<Migration> = [
     postgres: [
       `CREATE TABLE ${T.lww} (
         map_name TEXT COLLATE "C" NOT NULL, key TEXT COLLATE "C" NOT NULL, value TEXT,
-        ts_millis BIGINT NOT NULL, ts_counter INTEGER NOT NULL, ts_node_id TEXT COLLATE "C" NOT NULL, ttl_ms BIGINT,
-        stored_millis BIGINT NOT NULL, stored_counter INTEGER NOT NULL, stored_node_id TEXT COLLATE "C" NOT NULL,
+        ts_millis BIGINT NOT NULL, ts_counter BIGINT NOT NULL, ts_node_id TEXT COLLATE "C" NOT NULL, ttl_ms BIGINT,
+        stored_millis BIGINT NOT NULL, stored_counter BIGINT NOT NULL, stored_node_id TEXT COLLATE "C" NOT NULL,
         is_deleted BOOLEAN GENERATED ALWAYS AS (value IS NULL) STORED,
         PRIMARY KEY (map_name, key))`,
       `CREATE TABLE ${T.orRecords} (
         map_name TEXT COLLATE "C" NOT NULL, key TEXT COLLATE "C" NOT NULL, tag TEXT COLLATE "C" NOT NULL, value TEXT NOT NULL,
-        ts_millis BIGINT NOT NULL, ts_counter INTEGER NOT NULL, ts_node_id TEXT COLLATE "C" NOT NULL, ttl_ms BIGINT,
-        stored_millis BIGINT NOT NULL, stored_counter INTEGER NOT NULL, stored_node_id TEXT COLLATE "C" NOT NULL,
+        ts_millis BIGINT NOT NULL, ts_counter BIGINT NOT NULL, ts_node_id TEXT COLLATE "C" NOT NULL, ttl_ms BIGINT,
+        stored_millis BIGINT NOT NULL, stored_counter BIGINT NOT NULL, stored_node_id TEXT COLLATE "C" NOT NULL,
         PRIMARY KEY (map_name, key, tag))`,
       `CREATE INDEX ${T.orRecords}_by_tag ON ${T.orRecords} (map_name, tag)`,
       `CREATE TABLE ${T.orTombstones} (
         map_name TEXT COLLATE "C" NOT NULL, tag TEXT COLLATE "C" NOT NULL,
-        stored_millis BIGINT NOT NULL, stored_counter INTEGER NOT NULL, stored_node_id TEXT COLLATE "C" NOT NULL,
+        stored_millis BIGINT NOT NULL, stored_counter BIGINT NOT NULL, stored_node_id TEXT COLLATE "C" NOT NULL,
         PRIMARY KEY (map_name, tag))`,
       `CREATE TABLE ${T.maps} (map_name TEXT COLLATE "C" NOT NULL PRIMARY KEY, map_type TEXT NOT NULL CHECK (map_type IN ('LWW', 'OR')))`,
       `CREATE TABLE ${T.meta} (key TEXT COLLATE "C" NOT NULL PRIMARY KEY, value TEXT NOT NULL)`

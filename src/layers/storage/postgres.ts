@@ -2,13 +2,16 @@
  * PostgreSQL store through `@effect/sql-pg`. Same tables and merge-aware upserts as the SQLite file
  * (schema.ts), so several nodes may share one database (behavior.md §3.26). A batch is one transaction
  * of a few multi-row statements; loads read key ranges as row arrays (`rowMode: "array"`).
+ *
+ * Limitation: PostgreSQL text cannot hold U+0000, so a map name, key, tag or node id containing it fails
+ * its batch (values are JSON text, where it is escaped). Such names should be refused at validation.
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { type Context, Duration, Effect, Layer, Option, Redacted, type Stream } from "effect"
 import type { MapType } from "../../crdt/types.js"
-import type { LoadedChunk, LoadedLww, LoadedOrRecord, LoadedOrTombstone, Storage, StorageService } from "../Storage.js"
+import type { LoadedChunk, Storage, StorageService } from "../Storage.js"
 import { describeCause, StorageError } from "./errors.js"
 import { migrationsTableSql, runMigrations } from "./migrations.js"
 import { batchStatements, decodeLww, decodeOrRecord, decodeOrTombstone, isMapType, NodeIdInterner, postgresDialect, T } from "./schema.js"

@@ -180,6 +180,13 @@ const runs = (batch: ReadonlyArray<StorageMutation>): Array<Array<StorageMutatio
 
 type ColType = "text" | "int" | "bigint"
 
+/**
+ * Integer columns get integers: a fractional number would be rejected by PostgreSQL's BIGINT and, retried
+ * forever, block the write-behind queue. Validation upstream should already guarantee integers.
+ */
+const int = (n: number): number => (Number.isSafeInteger(n) ? n : Number.isFinite(n) ? Math.trunc(n) : 0)
+const optInt = (n: number | undefined): number | null => (n === undefined ? null : int(n))
+
 /** `(p1, p2, ...), (...)` for `rows` rows of the given column types, numbering from 1. */
 const valuesList = (d: Dialect, rows: number, types: ReadonlyArray<ColType>): string => {
   const parts: Array<string> = []
@@ -193,9 +200,9 @@ const valuesList = (d: Dialect, rows: number, types: ReadonlyArray<ColType>): st
 }
 
 const LWW_COLS = "map_name,key,value,ts_millis,ts_counter,ts_node_id,ttl_ms,stored_millis,stored_counter,stored_node_id"
-const LWW_TYPES: ReadonlyArray<ColType> = ["text", "text", "text", "bigint", "int", "text", "bigint", "bigint", "int", "text"]
+const LWW_TYPES: ReadonlyArray<ColType> = ["text", "text", "text", "bigint", "bigint", "text", "bigint", "bigint", "bigint", "text"]
 const OR_COLS = "map_name,key,tag,value,ts_millis,ts_counter,ts_node_id,ttl_ms,stored_millis,stored_counter,stored_node_id"
-const OR_TYPES: ReadonlyArray<ColType> = ["text", "text", "text", "text", "bigint", "int", "text", "bigint", "bigint", "int", "text"]
+const OR_TYPES: ReadonlyArray<ColType> = ["text", "text", "text", "text", "bigint", "bigint", "text", "bigint", "bigint", "bigint", "text"]
 
 const updateAll = (cols: string, skip: ReadonlyArray<string>): string =>
   cols.split(",").filter((c) => !skip.includes(c)).map((c) => `${c}=excluded.${c}`).join(",")
@@ -210,8 +217,8 @@ const statementFor = (d: Dialect, run: ReadonlyArray<StorageMutation>): Array<Sq
     case "LwwPut": {
       for (const m of run as ReadonlyArray<Extract<StorageMutation, { _tag: "LwwPut" }>>) {
         const r = m.record
-        args.push(m.mapName, m.key, encodeLwwValue(r), r.timestamp.millis, r.timestamp.counter, r.timestamp.nodeId,
-          r.ttlMs ?? null, m.storedAt.millis, m.storedAt.counter, m.storedAt.nodeId)
+        args.push(m.mapName, m.key, encodeLwwValue(r), int(r.timestamp.millis), int(r.timestamp.counter), r.timestamp.nodeId,
+          optInt(r.ttlMs), int(m.storedAt.millis), int(m.storedAt.counter), m.storedAt.nodeId)
       }
       return [{
         sql: `INSERT INTO ${T.lww} (${LWW_COLS}) VALUES ${valuesList(d, run.length, LWW_TYPES)} ` +
@@ -229,8 +236,8 @@ const statementFor = (d: Dialect, run: ReadonlyArray<StorageMutation>): Array<Sq
     case "OrPut": {
       for (const m of run as ReadonlyArray<Extract<StorageMutation, { _tag: "OrPut" }>>) {
         const r = m.record
-        args.push(m.mapName, m.key, r.tag, encodeValue(r.value), r.timestamp.millis, r.timestamp.counter, r.timestamp.nodeId,
-          r.ttlMs ?? null, m.storedAt.millis, m.storedAt.counter, m.storedAt.nodeId)
+        args.push(m.mapName, m.key, r.tag, encodeValue(r.value), int(r.timestamp.millis), int(r.timestamp.counter), r.timestamp.nodeId,
+          optInt(r.ttlMs), int(m.storedAt.millis), int(m.storedAt.counter), m.storedAt.nodeId)
       }
       // A tombstoned tag is never re-added (the WHERE also disambiguates SQLite's INSERT…SELECT…ON CONFLICT).
       return [{
@@ -250,13 +257,13 @@ const statementFor = (d: Dialect, run: ReadonlyArray<StorageMutation>): Array<Sq
     case "OrTombstone": {
       const tagArgs: Array<string> = []
       for (const m of run as ReadonlyArray<Extract<StorageMutation, { _tag: "OrTombstone" }>>) {
-        args.push(m.mapName, m.tag, m.storedAt.millis, m.storedAt.counter, m.storedAt.nodeId)
+        args.push(m.mapName, m.tag, int(m.storedAt.millis), int(m.storedAt.counter), m.storedAt.nodeId)
         tagArgs.push(m.mapName, m.tag)
       }
       return [
         {
           sql: `INSERT INTO ${T.orTombstones} (map_name,tag,stored_millis,stored_counter,stored_node_id) ` +
-            `VALUES ${valuesList(d, run.length, ["text", "text", "bigint", "int", "text"])} ON CONFLICT (map_name,tag) DO NOTHING`,
+            `VALUES ${valuesList(d, run.length, ["text", "text", "bigint", "bigint", "text"])} ON CONFLICT (map_name,tag) DO NOTHING`,
           args
         },
         {

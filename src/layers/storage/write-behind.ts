@@ -40,7 +40,7 @@ export interface WriteBehindSettings {
 export class WriteBehindConfig extends Context.Tag("tessera/WriteBehindConfig")<WriteBehindConfig, WriteBehindSettings>() {
   static readonly defaults: WriteBehindSettings = {
     flushIntervalMs: 5,
-    maxBatchSize: 5000,
+    maxBatchSize: 1000, // SQLite commits synchronously: ~10 ms of event loop per 1000 rows
     maxQueueLength: 1_000_000,
     retryBaseMs: 50,
     retryMaxMs: 5000,
@@ -226,6 +226,24 @@ const make = Effect.gen(function*() {
     compactWaiters()
   }
 
+  /** Drops the coalescing entries of taken mutations, so a queue that never empties does not leak them. */
+  const forgetTaken = (batch: ReadonlyArray<StorageMutation>): void => {
+    for (const m of batch) {
+      const key = coalesceKey(m)
+      if (key === null) continue
+      const seq = slotOf.get(key)
+      if (seq !== undefined && seq < headSeq) slotOf.delete(key)
+      if (m._tag === "OrPut") {
+        const tagKey = `${m.mapName}\u0000${m.record.tag}`
+        const keys = orPutsByTag.get(tagKey)
+        if (keys === undefined) continue
+        const live = keys.filter((k) => (slotOf.get(k) ?? -1) >= headSeq)
+        if (live.length === 0) orPutsByTag.delete(tagKey)
+        else orPutsByTag.set(tagKey, live)
+      }
+    }
+  }
+
   /** The next batch, taken out of the coalescing window. */
   const take = (): Array<StorageMutation> => {
     let batch: Array<StorageMutation>
@@ -241,6 +259,8 @@ const make = Effect.gen(function*() {
     if (pending.length === 0) {
       slotOf.clear()
       orPutsByTag.clear()
+    } else {
+      forgetTaken(batch)
     }
     return batch
   }
@@ -296,13 +316,25 @@ const make = Effect.gen(function*() {
     return Deferred.await(deferred)
   })
 
+  /** Fails every caller still waiting (shutdown after the drain bound): nobody waits forever. */
+  const failAllWaiters = (message: string): void => {
+    while (waiterHead < waiters.length) {
+      Deferred.unsafeDone(waiters[waiterHead++]!.deferred, Exit.fail(new PersistFailed({ message })))
+    }
+    waiters = []
+    waiterHead = 0
+  }
+
   // Runs before the writer fiber is interrupted (finalizers run in reverse order of registration).
   yield* Effect.addFinalizer(() =>
-    flush.pipe(
+    Effect.interruptible(flush).pipe( // finalizers run uninterruptibly: the timeout must be able to stop the wait
       Effect.timeout(config.drainTimeoutMs),
       Effect.withClock(Clock.make()), // a real-time bound, also under TestClock
       Effect.catchAll(() =>
-        Effect.logError(`write-behind: ${endSeq() + inflight - headSeq} mutations not persisted at shutdown`, lastError ?? "")
+        Effect.zipRight(
+          Effect.logError(`write-behind: ${pending.length + inflight} mutations not persisted at shutdown`, lastError ?? ""),
+          Effect.sync(() => failAllWaiters(`not persisted before shutdown${lastError !== undefined ? `: ${lastError}` : ""}`))
+        )
       )
     )
   )
