@@ -63,7 +63,9 @@ export const serveOptions = {
   gcIntervalMs: int("gc-interval-ms", ["TESSERA_GC_INTERVAL_MS"], "GC consensus interval [3600000]"),
   gcAgeMs: int("gc-age-ms", ["TESSERA_GC_AGE_MS"], "tombstone age before pruning [2592000000]"),
   ttlSweepIntervalMs: int("ttl-sweep-interval-ms", ["TESSERA_TTL_SWEEP_INTERVAL_MS"], "TTL expiry sweep interval [1000]"),
-  journalEnabled: bool("journal-enabled", ["TESSERA_JOURNAL_ENABLED", "TOPGUN_JOURNAL_ENABLED"], "event journal on/off [true]"),
+  noJournal: Options.boolean("no-journal").pipe(
+    Options.withDescription("disable the event journal (env TESSERA_JOURNAL_ENABLED=false, TOPGUN_JOURNAL_ENABLED=false) [enabled]")
+  ),
   journalCapacity: int("journal-capacity", ["TESSERA_JOURNAL_CAPACITY", "TOPGUN_JOURNAL_CAPACITY"], "events kept in the journal ring [10000]"),
   noAuth: bool("no-auth", ["TESSERA_NO_AUTH", "TOPGUN_NO_AUTH"], "development only: every connection is anonymous, no JWT [false]"),
   jwtIssuer: text("jwt-issuer", ["TESSERA_JWT_ISSUER", "TOPGUN_JWT_ISSUER"], "required `iss` claim"),
@@ -86,6 +88,15 @@ const readConfigFile = (path: string): Effect.Effect<Partial<ServerSettings>, Co
     },
     catch: (e) => new ConfigInvalid({ setting: "config", message: `cannot use config file ${path}: ${e instanceof Error ? e.message : String(e)}` })
   })
+
+/** A boolean environment variable (first of the names that is set); undefined when none is. */
+const envFlag = (...names: ReadonlyArray<string>): boolean | undefined => {
+  for (const name of names) {
+    const v = process.env[name]
+    if (v !== undefined && v !== "") return /^(true|1|yes|on)$/i.test(v)
+  }
+  return undefined
+}
 
 const randomNodeId = () => `node-${[...randomBytes(6)].map((b) => (b % 36).toString(36)).join("")}`
 
@@ -142,7 +153,7 @@ export const resolveSettings = (parsed: Parsed): Effect.Effect<ServerSettings, C
       gcAgeMs: pick(parsed.gcAgeMs, file.gcAgeMs, defaultSettings.gcAgeMs),
       ttlSweepIntervalMs: pick(parsed.ttlSweepIntervalMs, file.ttlSweepIntervalMs, defaultSettings.ttlSweepIntervalMs),
       noAuth: pick(parsed.noAuth, file.noAuth, false),
-      journalEnabled: pick(parsed.journalEnabled, file.journalEnabled, defaultSettings.journalEnabled),
+      journalEnabled: parsed.noJournal ? false : envFlag("TESSERA_JOURNAL_ENABLED", "TOPGUN_JOURNAL_ENABLED") ?? file.journalEnabled ?? defaultSettings.journalEnabled,
       journalCapacity: pick(parsed.journalCapacity, file.journalCapacity, defaultSettings.journalCapacity),
       jwtSecret,
       jwtSecretIsDefault: jwtSecretEnv === undefined && file.jwtSecret === undefined,
