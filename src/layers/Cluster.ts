@@ -53,6 +53,12 @@ export interface ClusterService {
   readonly broadcast: (message: ClusterMessage) => Effect.Effect<void>
   /** Messages from other members (and from this node to itself via `send(nodeId, …)`). */
   readonly inbound: Stream.Stream<Inbound>
+  /**
+   * True when changes reach other nodes through the shared durable store (PostgreSQL change rows): write
+   * concern REPLICATED then waits for the commit that publishes the change. Absent/false: REPLICATED is
+   * reached with APPLIED (a single node has no backups).
+   */
+  readonly replicatedRequiresCommit?: boolean
 }
 
 /**

@@ -17,7 +17,10 @@ export interface MapState {
   readonly or: ORMap
 }
 
-/** Who is writing, for change attribution and SERVER_EVENT exclusion. */
+/**
+ * Who is writing, for change attribution and SERVER_EVENT exclusion. Origin "remote" (a change another
+ * node already committed to the shared store) is applied and fanned out locally but not persisted again.
+ */
 export interface WriteContext {
   readonly origin: ChangeOrigin
   readonly writerId?: string
@@ -85,10 +88,10 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       })
     }
 
-    const fixType = (state: MapState, type: MapType): void => {
+    const fixType = (state: MapState, type: MapType, origin: ChangeOrigin): void => {
       if (state.type !== undefined) return
       state.type = type
-      if (durable) staged.push({ _tag: "MapType", mapName: state.name, mapType: type })
+      if (durable && origin !== "remote") staged.push({ _tag: "MapType", mapName: state.name, mapType: type })
     }
 
     const lwwVisible = (state: MapState, key: string, now: number): unknown => {
@@ -126,13 +129,13 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
 
     /** LWW merge; returns the change, or undefined when the record lost the merge (no effects). */
     const applyLww = (state: MapState, key: string, record: LWWRecord, ctx: WriteContext): Change | undefined => {
-      fixType(state, "LWW")
+      fixType(state, "LWW", ctx.origin)
       const now = wall()
       const before = lwwVisible(state, key, now)
       const storedAt = hlc.now()
       if (!state.lww.merge(key, record, storedAt)) return undefined
       const after = isVisible(record, now) ? record.value : undefined
-      if (durable) staged.push({ _tag: "LwwPut", mapName: state.name, key, record, storedAt })
+      if (durable && ctx.origin !== "remote") staged.push({ _tag: "LwwPut", mapName: state.name, key, record, storedAt })
       const change: Change = {
         mapName: state.name,
         mapType: "LWW",
@@ -151,12 +154,12 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
     }
 
     const applyOrAdd = (state: MapState, key: string, record: ORMapRecord, ctx: WriteContext): Change | undefined => {
-      fixType(state, "OR")
+      fixType(state, "OR", ctx.origin)
       const now = wall()
       const before = orVisible(state, key, now)
       const storedAt = hlc.now()
       if (!state.or.apply(key, record, storedAt)) return undefined
-      if (durable) staged.push({ _tag: "OrPut", mapName: state.name, key, record, storedAt })
+      if (durable && ctx.origin !== "remote") staged.push({ _tag: "OrPut", mapName: state.name, key, record, storedAt })
       const change: Change = {
         mapName: state.name,
         mapType: "OR",
@@ -186,7 +189,7 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       /** Push-diff: a tombstone that removed no live record is stored but not announced. */
       announceUnknownTag = true
     ): Change | undefined => {
-      fixType(state, "OR")
+      fixType(state, "OR", ctx.origin)
       const now = wall()
       const holder = state.or.findKeyOfTag(tag) ?? opKey
       const before = orVisible(state, holder, now)
@@ -194,7 +197,7 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       const result = state.or.applyTombstone(tag, storedAt)
       if (!result.changed) return undefined
       const key = result.key ?? holder
-      if (durable) {
+      if (durable && ctx.origin !== "remote") {
         if (result.key !== undefined) staged.push({ _tag: "OrRemove", mapName: state.name, key: result.key, tag })
         for (const other of result.others ?? []) staged.push({ _tag: "OrRemove", mapName: state.name, key: other.key, tag })
         staged.push({ _tag: "OrTombstone", mapName: state.name, tag, storedAt })

@@ -6,6 +6,7 @@ import { validateClientOp } from "../protocol/client-op.js"
 import type { Principal } from "./Auth.js"
 import type { Connection } from "./Connections.js"
 import { Hlc } from "./Hlc.js"
+import { Cluster } from "./Cluster.js"
 import { Connections } from "./Connections.js"
 import { Maps, type MapState } from "./Maps.js"
 import { MetricsRegistry } from "./Metrics.js"
@@ -96,6 +97,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
     const resolvers = yield* Resolvers
     const connections = yield* Connections
     const metrics = yield* MetricsRegistry
+    const replicatedRequiresCommit = (yield* Cluster).replicatedRequiresCommit === true
     const duplicates = new DuplicateWindow(config.duplicateWindowMs, 100_000)
 
     /** Loads every map the ops name before the synchronous apply loop (reads and writes wait for loads). */
@@ -146,7 +148,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
         const loadFailures = yield* loadMaps(ops)
         yield* resolvers.prepare(namesOf(ops))
         const refusals: OpRefusal[] = []
-        const slots: Array<{ opId: string | undefined; result: OpResult | undefined; persistTimeout?: number }> = []
+        const slots: Array<{ opId: string | undefined; result: OpResult | undefined; persistTimeout?: number; requested?: WriteConcern }> = []
         const writerId = source.connection?.id
         let lastActive: Timestamp | undefined
 
@@ -261,12 +263,12 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
             slots.push({ opId, result: undefined })
           } else if (requested === "FIRE_AND_FORGET") {
             slots.push({ opId, result: { opId, success: true, achievedLevel: "FIRE_AND_FORGET" } })
-          } else if (requested !== "PERSISTED") {
-            slots.push({ opId, result: { opId, success: true, achievedLevel: "REPLICATED" } })
+          } else if (requested !== "PERSISTED" && !(requested === "REPLICATED" && replicatedRequiresCommit)) {
+            slots.push({ opId, result: { opId, success: true, achievedLevel: replicatedRequiresCommit ? "APPLIED" : "REPLICATED" } })
           } else if (!maps.durable) {
             slots.push({ opId, result: { opId, success: false, achievedLevel: "REPLICATED", error: "PERSISTED not available: no durable storage configured" } })
           } else {
-            slots.push({ opId, result: undefined, persistTimeout: timeout })
+            slots.push({ opId, result: undefined, persistTimeout: timeout, requested })
           }
         }
         if (lastActive !== undefined && source.connection !== undefined) source.connection.lastActiveHlc = lastActive
@@ -280,7 +282,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
           for (const s of slots) {
             if (s.result === undefined) continue
             out.push(s.result)
-            metrics.ackLatency(s.persistTimeout !== undefined ? "PERSISTED" : s.result.achievedLevel, seconds)
+            metrics.ackLatency(s.requested ?? s.result.achievedLevel, seconds)
             if (s.result.error?.startsWith("Timeout") === true) metrics.ackTimeout()
           }
           return out
@@ -296,15 +298,17 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
               onTimeout: () => ({ _tag: "Timeout" as const })
             }),
             Effect.match({
+              // With a shared store, the commit both persists and publishes (REPLICATED = PERSISTED reached).
               onSuccess: () => {
                 slot.result = { opId: slot.opId!, success: true, achievedLevel: "PERSISTED" }
               },
               onFailure: (e) => {
+                const below: WriteConcern = replicatedRequiresCommit ? "APPLIED" : "REPLICATED"
                 slot.result = {
                   opId: slot.opId!,
                   success: false,
-                  achievedLevel: "REPLICATED",
-                  error: e._tag === "Timeout" ? "Timeout: achieved REPLICATED, requested PERSISTED" : `Persistence failed: ${e.message}`
+                  achievedLevel: below,
+                  error: e._tag === "Timeout" ? `Timeout: achieved ${below}, requested ${slot.requested}` : `Persistence failed: ${e.message}`
                 }
               }
             })
