@@ -1,13 +1,15 @@
-import { Effect, Exit } from "effect"
+import { Effect, Exit, Option } from "effect"
 import { parseTimestamp, timestampToString } from "../crdt/hlc.js"
 import type { LWWRecord, ORMapRecord, Timestamp, WriteConcern } from "../crdt/types.js"
 import { WRITE_CONCERN_ORDER } from "../crdt/types.js"
 import { validateClientOp } from "../protocol/client-op.js"
+import type { ClientOp, ClientOpKind } from "../protocol/schema.js"
 import type { Principal } from "./Auth.js"
 import type { Connection } from "./Connections.js"
 import { Hlc } from "./Hlc.js"
 import { Cluster } from "./Cluster.js"
 import { Connections } from "./Connections.js"
+import { Hooks, type ServerHooks } from "./Hooks.js"
 import { Maps, type MapState } from "./Maps.js"
 import { MetricsRegistry } from "./Metrics.js"
 import { Resolvers } from "./Resolvers.js"
@@ -43,6 +45,26 @@ export interface WriteSource {
   readonly connection?: Connection
   readonly origin: "client" | "http"
 }
+
+/** An op that passed shape, permission and drift checks. */
+interface Admitted {
+  readonly _tag: "Admitted"
+  readonly opId: string | undefined
+  readonly op: ClientOp
+  readonly kind: ClientOpKind
+  readonly clientTs: Timestamp | undefined
+  readonly requested: WriteConcern
+  readonly timeout: number
+}
+
+/** An admitted op that a hook then dropped or refused. */
+interface Failed {
+  readonly _tag: "Failed"
+  readonly opId: string | undefined
+  readonly error: string
+}
+
+const isAdmitted = (e: Admitted | OpRefusal | Failed): e is Admitted => "_tag" in e && e._tag === "Admitted"
 
 const levelOf = (u: unknown): WriteConcern | undefined =>
   typeof u === "string" && u in WRITE_CONCERN_ORDER ? (u as WriteConcern) : undefined
@@ -98,6 +120,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
     const connections = yield* Connections
     const metrics = yield* MetricsRegistry
     const replicatedRequiresCommit = (yield* Cluster).replicatedRequiresCommit === true
+    const hooks = Option.getOrElse(yield* Effect.serviceOption(Hooks), () => ({}) as ServerHooks)
     const duplicates = new DuplicateWindow(config.duplicateWindowMs, 100_000)
 
     /** Loads every map the ops name before the synchronous apply loop (reads and writes wait for loads). */
@@ -134,8 +157,65 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
       }
     }
 
+    /** Shape, permission and drift (behavior.md §3.8 step 2); FIRE_AND_FORGET is reached when they pass. */
+    const validate = (source: WriteSource, raw: unknown, batchConcern: WriteConcern | undefined, batchTimeout: number | undefined): Admitted | OpRefusal => {
+      const rawId = (raw as { id?: unknown } | null)?.id
+      const opId = typeof rawId === "string" ? rawId : typeof rawId === "number" ? String(rawId) : undefined
+      const validated = validateClientOp(raw)
+      if (!validated.ok) return { opId, code: 400, reason: validated.reason }
+      const { op, kind } = validated
+      const isLwwRemoval = kind === "REMOVE" || (kind === "PUT" && (op.record?.value ?? null) === null)
+      if (!security.checkPermission(source.principal, op.mapName, isLwwRemoval ? "REMOVE" : "PUT")) {
+        return { opId, code: 403, reason: "Access Denied" }
+      }
+      const clientTs: Timestamp | undefined = kind === "OR_ADD" ? op.orRecord!.timestamp : kind === "OR_REMOVE" ? undefined : op.record?.timestamp
+      if (clientTs !== undefined) {
+        const ahead = clientTs.millis - wall()
+        if (ahead > config.maxDriftMs) return { opId, code: 400, reason: `Timestamp drift: ${ahead} ms ahead of server time (max ${config.maxDriftMs} ms)` }
+      }
+      return {
+        _tag: "Admitted",
+        opId,
+        op,
+        kind,
+        clientTs,
+        requested: levelOf(op.writeConcern) ?? batchConcern ?? "MEMORY",
+        timeout: timeoutOf(op.timeout) ?? batchTimeout ?? config.writeAckTimeoutMs
+      }
+    }
+
+    /** `onBeforeOp` hooks (behavior.md §3.11): replace, drop or refuse each admitted op, in order. */
+    const runBeforeHooks = (source: WriteSource, entries: Array<Admitted | OpRefusal | Failed>) =>
+      Effect.forEach(entries, (entry, i) => {
+        if (!isAdmitted(entry) || hooks.onBeforeOp === undefined) return Effect.void
+        const context = { connectionId: source.connection?.id, principal: source.principal, authenticated: true, origin: source.origin } as const
+        return hooks.onBeforeOp(entry.op, context).pipe(
+          Effect.match({
+            onFailure: (e) => {
+              entries[i] = { _tag: "Failed", opId: entry.opId, error: e.message }
+            },
+            onSuccess: (replacement) => {
+              if (replacement === undefined) {
+                entries[i] = { _tag: "Failed", opId: entry.opId, error: "Dropped by interceptor" }
+                return
+              }
+              if (replacement === entry.op) return
+              const again = validateClientOp(replacement)
+              entries[i] = again.ok
+                ? { ...entry, op: again.op, kind: again.kind }
+                : { _tag: "Failed", opId: entry.opId, error: again.reason }
+            }
+          }),
+          Effect.catchAllDefect((defect) => Effect.sync(() => {
+            entries[i] = { _tag: "Failed", opId: entry.opId, error: defect instanceof Error ? defect.message : String(defect) }
+          }))
+        )
+      }, { discard: true })
+
     /**
-     * Processes ops in order. `batchConcern` / `batchTimeout` are the OP_BATCH defaults.
+     * Processes ops in order (behavior.md §3.8–3.10): validate all, run hooks, then apply them in one
+     * synchronous run (so per-key storage order is apply order). `batchConcern` / `batchTimeout` are the
+     * OP_BATCH defaults.
      */
     const processOps = (
       source: WriteSource,
@@ -145,62 +225,52 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
     ): Effect.Effect<WriteOutcome> =>
       Effect.gen(function* () {
         const started = wall()
+        const entries: Array<Admitted | OpRefusal | Failed> = ops.map((raw) => validate(source, raw, batchConcern, batchTimeout))
+        if (hooks.onBeforeOp !== undefined) yield* runBeforeHooks(source, entries)
         const loadFailures = yield* loadMaps(ops)
         yield* resolvers.prepare(namesOf(ops))
         const refusals: OpRefusal[] = []
         const slots: Array<{ opId: string | undefined; result: OpResult | undefined; persistTimeout?: number; requested?: WriteConcern }> = []
         const writerId = source.connection?.id
+        const lateRefusals: string[] = []
         let lastActive: Timestamp | undefined
 
-        for (const raw of ops) {
-          const rawId = (raw as { id?: unknown } | null)?.id
-          const opId = typeof rawId === "string" ? rawId : typeof rawId === "number" ? String(rawId) : undefined
+        for (const entry of entries) {
+          const opId = entry.opId
           const refuse = (code: number, reason: string) => {
             metrics.opResult("rejected")
             refusals.push({ opId, code, reason })
             slots.push({ opId, result: opId === undefined ? undefined : { opId, success: false, achievedLevel: "FIRE_AND_FORGET", error: reason } })
           }
-          const validated = validateClientOp(raw)
-          if (!validated.ok) {
-            refuse(400, validated.reason)
+          if (!isAdmitted(entry)) {
+            if ("_tag" in entry) {
+              // Refused by a hook after validation: a failure result, not an OP_REJECTED.
+              metrics.opResult("failed")
+              slots.push({ opId, result: opId === undefined ? undefined : { opId, success: false, achievedLevel: "FIRE_AND_FORGET", error: entry.error } })
+            } else refuse(entry.code, entry.reason)
             continue
           }
-          const { op, kind } = validated
-          const requested = levelOf(op.writeConcern) ?? batchConcern ?? "MEMORY"
-          const timeout = timeoutOf(op.timeout) ?? batchTimeout ?? config.writeAckTimeoutMs
+          const { op, kind, clientTs, requested, timeout } = entry
           const isLwwRemoval = kind === "REMOVE" || (kind === "PUT" && (op.record?.value ?? null) === null)
-          if (!security.checkPermission(source.principal, op.mapName, isLwwRemoval ? "REMOVE" : "PUT")) {
-            refuse(403, "Access Denied")
-            continue
+          // FIRE_AND_FORGET is reached: an op acknowledged at that level has its later refusals only logged.
+          const lateRefuse = (code: number, reason: string) => {
+            if (requested !== "FIRE_AND_FORGET") return refuse(code, reason)
+            slots.push({ opId, result: opId === undefined ? undefined : { opId, success: true, achievedLevel: "FIRE_AND_FORGET" } })
+            lateRefusals.push(`${op.mapName}/${op.key}: ${reason}`)
           }
-          const clientTs: Timestamp | undefined = kind === "OR_ADD"
-            ? op.orRecord!.timestamp
-            : kind === "OR_REMOVE"
-            ? undefined
-            : op.record != null
-            ? op.record.timestamp
-            : undefined
-          if (clientTs !== undefined) {
-            const ahead = clientTs.millis - wall()
-            if (ahead > config.maxDriftMs) {
-              refuse(400, `Timestamp drift: ${ahead} ms ahead of server time (max ${config.maxDriftMs} ms)`)
-              continue
-            }
-          }
-          // FIRE_AND_FORGET is reached: failures after this point are not reported for such ops.
           const loadFailure = loadFailures.get(op.mapName)
           if (loadFailure !== undefined) {
-            refuse(500, loadFailure)
+            lateRefuse(500, loadFailure)
             continue
           }
           const state = maps.peek(op.mapName) as MapState
           const isOrOp = kind === "OR_ADD" || kind === "OR_REMOVE"
           if (state.type === "LWW" && isOrOp) {
-            refuse(409, "Map type mismatch: LWWMap but received OR op")
+            lateRefuse(409, "Map type mismatch: LWWMap but received OR op")
             continue
           }
           if (state.type === "OR" && !isOrOp) {
-            refuse(409, "Map type mismatch: ORMap but received LWW op")
+            lateRefuse(409, "Map type mismatch: ORMap but received LWW op")
             continue
           }
 
@@ -272,6 +342,13 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
           }
         }
         if (lastActive !== undefined && source.connection !== undefined) source.connection.lastActiveHlc = lastActive
+        if (lateRefusals.length > 0) yield* Effect.logWarning("FIRE_AND_FORGET ops refused after acknowledgement", lateRefusals)
+        if (hooks.onAfterOp !== undefined) {
+          const onAfterOp = hooks.onAfterOp
+          const context = { connectionId: source.connection?.id, principal: source.principal, authenticated: true, origin: source.origin } as const
+          const applied = entries.filter(isAdmitted).map((e) => e.op)
+          yield* Effect.forkDaemon(Effect.forEach(applied, (op) => Effect.ignore(onAfterOp(op, context)), { discard: true }))
+        }
 
         // Same synchronous run as the applies: per-key storage order = apply order.
         const persisted = maps.flushPersistence()

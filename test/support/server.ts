@@ -16,7 +16,11 @@ export interface RunningServer {
 }
 
 /** Starts the full server layer in-process on an ephemeral port (memory storage unless overridden). */
-export const startServer = async (overrides: Partial<ServerSettings> = {}): Promise<RunningServer> => {
+export const startServer = async (
+  overrides: Partial<ServerSettings> = {},
+  /** Extra services the server layer may use (e.g. `Hooks.layer(...)`). */
+  extra: Layer.Layer<any> = Layer.empty
+): Promise<RunningServer> => {
   const settings: ServerSettings = {
     ...defaultSettings,
     port: 0,
@@ -28,7 +32,7 @@ export const startServer = async (overrides: Partial<ServerSettings> = {}): Prom
     ...overrides
   }
   const scope = Effect.runSync(Scope.make())
-  const layer = serverLayer(settings).pipe(Layer.provide(Logger.minimumLogLevel(LogLevel.Warning)))
+  const layer = serverLayer(settings).pipe(Layer.provide(Layer.merge(extra, Logger.minimumLogLevel(LogLevel.Warning))))
   const context = (await Effect.runPromise(Layer.buildWithScope(layer, scope))) as Context.Context<never>
   const port = Context.get(context as Context.Context<Transport>, Transport).port
   return {
