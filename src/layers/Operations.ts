@@ -224,6 +224,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
       batchTimeout: number | undefined
     ): Effect.Effect<WriteOutcome> =>
       Effect.gen(function* () {
+        yield* Effect.annotateCurrentSpan("tessera.ops", ops.length)
         const started = wall()
         const entries: Array<Admitted | OpRefusal | Failed> = ops.map((raw) => validate(source, raw, batchConcern, batchTimeout))
         if (hooks.onBeforeOp !== undefined) yield* runBeforeHooks(source, entries)

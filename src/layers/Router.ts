@@ -160,9 +160,10 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
     )
 
     return {
+      /** Dispatches one message; each handling is a span named after the message type (exported when tracing is on). */
       route: (connection: Connection, message: ClientMessage): Effect.Effect<void> => {
         const handler = route(message) as (c: Connection) => Effect.Effect<void>
-        return handler(connection)
+        return Effect.withSpan(handler(connection), message.type, { kind: "server", attributes: { "tessera.connection": connection.id } })
       }
     } as const
   })
