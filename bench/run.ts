@@ -10,13 +10,30 @@ import type { Outcome } from "./lib/scenario.js"
 import { baselineTarget, tesseraTarget, type StorageKind, type Target } from "./lib/server-process.js"
 import { formatMs, formatRate, formatRatio, median, renderTable } from "./lib/stats.js"
 import { runWriteThroughput, type WriteOptions } from "./write-throughput.js"
+import { runColdstart } from "./coldstart.js"
+import { runLocks } from "./locks.js"
+import { runPersist } from "./persist.js"
+import { runProcess } from "./process.js"
+import { runSearch } from "./search.js"
+import { runSync } from "./sync.js"
 
-const USAGE = `usage: node dist/bench/run.js [write|fanout|topics|all] [options]
-  --connections N     write: connections (50)
-  --batch B           write: ops per OP_BATCH (10)
+const SCENARIOS = ["write", "fanout", "topics", "persist", "coldstart", "sync", "locks", "search", "process", "all"] as const
+type Scenario = (typeof SCENARIOS)[number]
+
+const USAGE = `usage: node dist/bench/run.js [${SCENARIOS.join("|")}] [options]
+  --connections N     write/persist/search: connections (50); process: connections (4)
+  --batch B           write/persist/search: ops per OP_BATCH (10)
   --concern W         write: FIRE_AND_FORGET|MEMORY|APPLIED|REPLICATED|PERSISTED (MEMORY)
-  --in-flight K       write: batches in flight per connection (1)
-  --seconds D         write: measured seconds (5), after --warmup seconds (1)
+  --in-flight K       write: batches in flight per connection (1); process: calls in flight per connection (8)
+  --seconds D         measured seconds per case: write 5; persist, search, process 3; locks 2
+  --warmup S          warmup seconds before each measured window (1)
+  --stores L          persist: stores, comma separated (sqlite,postgres)
+  --records N         coldstart: records in the store (1000000)
+  --keys K            sync: keys on the server (100000)
+  --divergent D       sync: keys the client holds in an older version (1000)
+  --contenders C      locks: clients looping on one lock (10)
+  --docs D            search: documents for the latency test (100000)
+  --queries Q         search: sequential SEARCH requests timed (300)
   --subscribers L     fanout/topics: subscriber counts, comma separated (fanout 10,100,1000; topics 100,1000)
   --events E          fanout/topics: deliveries aimed for per step (100000)
   --window E          fanout/topics: undelivered events allowed in flight; writes in flight = E / N (2000)
@@ -31,7 +48,7 @@ const CONCERNS: ReadonlyArray<WriteConcern> = ["FIRE_AND_FORGET", "MEMORY", "APP
 const TARGET_RATIO = 0.5
 
 interface Args {
-  readonly scenario: "write" | "fanout" | "topics" | "all"
+  readonly scenario: Scenario
   readonly flags: Map<string, string>
 }
 
@@ -50,7 +67,7 @@ const parseArgs = (argv: ReadonlyArray<string>): Args => {
         if (value === undefined) throw new Error(`--${name} needs a value`)
         flags.set(name, value)
       }
-    } else if (arg === "write" || arg === "fanout" || arg === "topics" || arg === "all") scenario = arg
+    } else if ((SCENARIOS as ReadonlyArray<string>).includes(arg)) scenario = arg as Scenario
     else throw new Error(`unknown argument ${arg}`)
   }
   return { scenario, flags }
@@ -259,6 +276,50 @@ const main = async (): Promise<void> => {
         rowsOf("topic", options.topicCounts)
       )
     }
+  }
+  const newScenario = (name: Scenario) => scenario === name || (scenario === "all" && !flags.has("baseline-only"))
+  const seconds = (fallback: number) => intFlag(flags, "seconds", fallback)
+  const warmupSeconds = intFlag(flags, "warmup", 1)
+  if (newScenario("persist")) {
+    const stores = (flags.get("stores") ?? "sqlite,postgres").split(",").filter((s) => s !== "")
+    if (stores.some((s) => s !== "sqlite" && s !== "postgres")) throw new Error("--stores must list sqlite and/or postgres")
+    await runPersist({
+      stores: stores as Array<"sqlite" | "postgres">,
+      connections: intFlag(flags, "connections", 50),
+      batch: intFlag(flags, "batch", 10),
+      seconds: seconds(3),
+      warmupSeconds,
+      repeat,
+      extraArgs,
+      token
+    })
+  }
+  if (newScenario("coldstart")) await runColdstart({ records: intFlag(flags, "records", 1_000_000), extraArgs, token })
+  if (newScenario("sync")) {
+    await runSync({ keys: intFlag(flags, "keys", 100_000), divergent: intFlag(flags, "divergent", 1000), extraArgs, token })
+  }
+  if (newScenario("locks")) await runLocks({ contenders: intFlag(flags, "contenders", 10), seconds: seconds(2), extraArgs, token })
+  if (newScenario("search")) {
+    await runSearch({
+      docs: intFlag(flags, "docs", 100_000),
+      queries: intFlag(flags, "queries", 300),
+      connections: intFlag(flags, "connections", 50),
+      batch: intFlag(flags, "batch", 10),
+      seconds: seconds(3),
+      warmupSeconds,
+      extraArgs,
+      token
+    })
+  }
+  if (newScenario("process")) {
+    await runProcess({
+      connections: intFlag(flags, "connections", 4),
+      inFlight: intFlag(flags, "in-flight", 8),
+      seconds: seconds(3),
+      warmupSeconds,
+      extraArgs,
+      token
+    })
   }
   console.log(`\ndone in ${((performance.now() - started) / 1000).toFixed(1)} s`)
 }

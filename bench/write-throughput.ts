@@ -18,6 +18,10 @@ export interface WriteOptions {
   readonly warmupSeconds: number
   readonly inFlight: number
   readonly token: string
+  /** Map written to ("bench"). */
+  readonly mapName?: string
+  /** Value of the i-th op (default `{ title, n: i }`). */
+  readonly value?: (i: number) => unknown
 }
 
 export interface WriteResult {
@@ -53,10 +57,10 @@ class Writer {
       lastId = String(i)
       ops[j] = {
         id: lastId,
-        mapName: "bench",
+        mapName: this.options.mapName ?? "bench",
         key: `k${Math.floor(Math.random() * 10_000)}`,
         opType: "PUT",
-        record: { value: { title: TITLE, n: i }, timestamp: { millis, counter: i, nodeId: this.nodeId } }
+        record: { value: this.options.value?.(i) ?? { title: TITLE, n: i }, timestamp: { millis, counter: i, nodeId: this.nodeId } }
       }
     }
     this.pending.set(lastId, performance.now())

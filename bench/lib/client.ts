@@ -81,6 +81,9 @@ export class BenchClient {
   readonly errors: Array<ServerError> = []
   private errorListener: ((error: ServerError) => void) | undefined
   closeCode: number | undefined
+  /** Application frame bytes received / sent (WebSocket payloads, without the WebSocket frame header). */
+  bytesIn = 0
+  bytesOut = 0
 
   private constructor(private readonly ws: WebSocket) {}
 
@@ -141,12 +144,17 @@ export class BenchClient {
   }
 
   send(message: object): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(packr.pack(message))
+    if (this.ws.readyState !== WebSocket.OPEN) return
+    const frame = packr.pack(message)
+    this.bytesOut += frame.length
+    this.ws.send(frame)
   }
 
   /** Bytes already encoded (lets a sender encode once and reuse). */
   sendEncoded(frame: Buffer | Uint8Array): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(frame)
+    if (this.ws.readyState !== WebSocket.OPEN) return
+    this.bytesOut += frame.length
+    this.ws.send(frame)
   }
 
   close(): void {
@@ -155,6 +163,7 @@ export class BenchClient {
   }
 
   private dispatch(data: Buffer, isBinary: boolean): void {
+    this.bytesIn += data.length
     let message: Inbound
     try {
       message = isBinary ? unpackr.unpack(data) : JSON.parse(data.toString("utf8"))

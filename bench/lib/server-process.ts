@@ -18,6 +18,8 @@ export const baselineServerPath = join(repoRoot, "dist/bench/raw-baseline.js")
 export interface ServerHandle {
   readonly name: string
   readonly port: number
+  /** Process id of the server (e.g. to read /proc/<pid>/status). */
+  readonly pid: number
   /** WebSocket URL on 127.0.0.1. */
   readonly url: string
   /** Last lines the server wrote to stderr (for diagnostics). */
@@ -91,7 +93,7 @@ export const spawnServer = (options: SpawnOptions): Promise<ServerHandle> =>
       if (match === null) return
       port = Number(match[1])
       clearTimeout(timer)
-      resolve({ name: options.name, port, url: `ws://127.0.0.1:${port}/ws`, stderrTail, stop })
+      resolve({ name: options.name, port, pid: child.pid ?? 0, url: `ws://127.0.0.1:${port}/ws`, stderrTail, stop })
     })
     child.once("exit", (code, signal) => {
       running.delete(child)

@@ -26,7 +26,7 @@ export class LWWMap {
   readonly merkle = new MerkleTree()
   private readonly items = new Map<string, StoredLww>()
   /** Keys whose current record is a tombstone (GC candidates). */
-  private readonly tombstoneKeys = new Set<string>()
+  private readonly tombstoneSet = new Set<string>()
   /** Keys whose current record is live and carries a TTL (TTL-sweep candidates). */
   private readonly ttlKeys = new Set<string>()
 
@@ -35,7 +35,12 @@ export class LWWMap {
   }
 
   get tombstoneCount(): number {
-    return this.tombstoneKeys.size
+    return this.tombstoneSet.size
+  }
+
+  /** Keys whose record is a tombstone (GC walks these instead of the whole map). Safe to delete while iterating. */
+  tombstoneKeys(): IterableIterator<string> {
+    return this.tombstoneSet.values()
   }
 
   get(key: string): StoredLww | undefined {
@@ -58,8 +63,8 @@ export class LWWMap {
     const local = this.items.get(key)
     if (local !== undefined && compareTimestamps(record.timestamp, local.record.timestamp) <= 0) return false
     this.items.set(key, { record, storedAt })
-    if (record.value === null) this.tombstoneKeys.add(key)
-    else this.tombstoneKeys.delete(key)
+    if (record.value === null) this.tombstoneSet.add(key)
+    else this.tombstoneSet.delete(key)
     if (record.value !== null && record.ttlMs !== undefined) this.ttlKeys.add(key)
     else this.ttlKeys.delete(key)
     this.merkle.update(key, lwwItemHash(key, record.timestamp))
@@ -74,7 +79,7 @@ export class LWWMap {
   /** Removes a key entirely (GC prune); returns whether it existed. */
   delete(key: string): boolean {
     if (!this.items.delete(key)) return false
-    this.tombstoneKeys.delete(key)
+    this.tombstoneSet.delete(key)
     this.ttlKeys.delete(key)
     this.merkle.remove(key)
     return true
@@ -83,7 +88,7 @@ export class LWWMap {
   /** Removes tombstones whose `storedAt < olderThan` (server storage time, not record time); returns their keys. */
   pruneTombstones(olderThan: Timestamp): string[] {
     const pruned: string[] = []
-    for (const key of this.tombstoneKeys) {
+    for (const key of this.tombstoneSet) {
       if (compareTimestamps(this.items.get(key)!.storedAt, olderThan) < 0) pruned.push(key)
     }
     for (const key of pruned) this.delete(key)

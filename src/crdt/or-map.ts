@@ -260,6 +260,11 @@ export class ORMap {
     return { added, updated, removed, newTombstones }
   }
 
+  /** Forgets one tombstone (GC prunes in slices with this); returns whether it existed. */
+  deleteTombstone(tag: string): boolean {
+    return this.tombstones.delete(tag)
+  }
+
   /** Removes tombstones whose server storage time is `< olderThan`; returns their tags. */
   pruneTombstones(olderThan: Timestamp): string[] {
     const pruned: string[] = []

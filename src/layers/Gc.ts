@@ -180,14 +180,14 @@ const make = Effect.gen(function* () {
     Effect.try({ try: f, catch: (e) => new GcPruneFailed({ message: e instanceof Error ? e.message : String(e) }) })
 
   /**
-   * LWW: scans the map in slices of `GC_CHUNK` entries; each slice deletes its old tombstones from the
-   * map and the Merkle tree and submits their storage deletes in the same synchronous run (so a write
-   * to the key after the delete is ordered after it in storage too).
+   * LWW: walks the map's tombstone keys (not the whole map) in slices of `GC_CHUNK`; each slice deletes its
+   * old tombstones from the map and the Merkle tree and submits their storage deletes in the same
+   * synchronous run (so a write to the key after the delete is ordered after it in storage too).
    */
   const pruneLwwMap = (state: MapState, safe: Timestamp, out: Array<readonly [string, string]> | undefined) =>
     Effect.gen(function* () {
       if (state.lww.tombstoneCount === 0) return
-      const iterator = state.lww.entries()
+      const iterator = state.lww.tombstoneKeys()
       let done = false
       while (!done) {
         done = yield* guarded(() => {
@@ -199,8 +199,8 @@ const make = Effect.gen(function* () {
               finished = true
               break
             }
-            const [key, stored] = next.value
-            if (stored.record.value === null && compareTimestamps(stored.storedAt, safe) < 0) victims.push(key)
+            const stored = state.lww.get(next.value)
+            if (stored !== undefined && stored.record.value === null && compareTimestamps(stored.storedAt, safe) < 0) victims.push(next.value)
           }
           flushLwwSlice(state, victims, out)
           return finished
@@ -222,20 +222,34 @@ const make = Effect.gen(function* () {
   }
 
   /**
-   * OR: tombstones live outside the Merkle tree, so a prune is a set delete plus a storage delete.
-   * `ORMap.pruneTombstones` is one synchronous pass over the map's tombstone set (see the report: a
-   * sliced variant in or-map.ts would bound the stall for maps with huge tombstone sets).
+   * OR: tombstones live outside the Merkle tree, so a prune is a set delete plus a storage delete, done in
+   * slices of `GC_CHUNK` tags so a huge tombstone set never stalls the event loop.
    */
   const pruneOrMap = (state: MapState, safe: Timestamp, out: Array<readonly [string, string]> | undefined) =>
     Effect.gen(function* () {
       if (state.or.tombstoneCount === 0) return
-      const tags = yield* guarded(() => state.or.pruneTombstones(safe))
-      prunedOr += tags.length
-      for (let start = 0; start < tags.length; start += GC_CHUNK) {
-        const slice = tags.slice(start, start + GC_CHUNK)
-        if (durable) writeBehind.submitUnsafe(slice.map((tag): StorageMutation => ({ _tag: "OrPruneTombstone", mapName: state.name, tag })))
-        if (out !== undefined) for (const tag of slice) out.push([state.name, tag])
-        if (start + GC_CHUNK < tags.length) yield* yieldToEventLoop
+      const iterator = state.or.tombstoneEntries()
+      let done = false
+      while (!done) {
+        done = yield* guarded(() => {
+          const slice: string[] = []
+          let finished = false
+          for (let i = 0; i < GC_CHUNK; i++) {
+            const next = iterator.next()
+            if (next.done === true) {
+              finished = true
+              break
+            }
+            const [tag, storedAt] = next.value
+            if (compareTimestamps(storedAt, safe) < 0) slice.push(tag)
+          }
+          for (const tag of slice) state.or.deleteTombstone(tag)
+          prunedOr += slice.length
+          if (durable && slice.length > 0) writeBehind.submitUnsafe(slice.map((tag): StorageMutation => ({ _tag: "OrPruneTombstone", mapName: state.name, tag })))
+          if (out !== undefined) for (const tag of slice) out.push([state.name, tag])
+          return finished
+        })
+        if (!done) yield* yieldToEventLoop
       }
     })
 
@@ -385,9 +399,12 @@ const make = Effect.gen(function* () {
   const logFailure = (label: string) => (effect: Effect.Effect<void, GcError>): Effect.Effect<void> =>
     effect.pipe(
       Effect.catchTags({
-        // Expected while a round is open or the view is moving: not worth a warning.
+        // Expected while a round is open or the view is moving (messages in flight across a change of
+        // leader): not worth a warning, and not a failed round.
         GcRoundIncomplete: (e) => Effect.logDebug(`${label}: waiting for ${e.missing.join(", ")} (epoch ${e.epoch})`),
-        GcStaleReport: (e) => Effect.logDebug(`${label}: discarded report from ${e.from} (epoch ${e.epoch} ≠ ${e.currentEpoch})`)
+        GcStaleReport: (e) => Effect.logDebug(`${label}: discarded report from ${e.from} (epoch ${e.epoch}, current ${e.currentEpoch})`),
+        GcNotLeader: (e) => Effect.logDebug(`${label}: report for a leader this node is not (leader ${e.leader ?? "none"}, epoch ${e.epoch})`),
+        GcCommitRejected: (e) => Effect.logInfo(`${label}: rejected commit from ${e.from} (epoch ${e.epoch}): ${e.reason}`)
       }),
       Effect.catchAllCause((cause) =>
         Effect.zipRight(Effect.sync(() => roundsFailed++), Effect.logWarning(`${label} failed`, cause))

@@ -83,10 +83,12 @@ interface Compiled {
 /**
  * Hard wall-clock deadlines, on top of the soft limit the worker enforces with QuickJS's interrupt handler. An
  * invoke runs the function and then the globals reset, each under the soft limit; a compile also creates a WASM
- * instance and evaluates the prelude (~80 ms). Past the deadline the worker is terminated.
+ * instance and evaluates the prelude (10-80 ms). Past the deadline the worker is terminated. The margins are
+ * generous on purpose: a false kill (worker thread starved of CPU on an overloaded machine; 500 ms was seen to
+ * be too short with the tests run twice in parallel on 2 cores) throws away every compiled function.
  */
-const INVOKE_MARGIN_MS = 300
-const COMPILE_MARGIN_MS = 1500
+const INVOKE_MARGIN_MS = 1000
+const COMPILE_MARGIN_MS = 2000
 const invokeHardMs = (c: SandboxConfigShape): number => 2 * c.timeLimitMs + INVOKE_MARGIN_MS
 const compileHardMs = (c: SandboxConfigShape): number => 2 * c.timeLimitMs + COMPILE_MARGIN_MS
 const checkHardMs = (c: SandboxConfigShape): number => c.timeLimitMs + COMPILE_MARGIN_MS
@@ -254,6 +256,9 @@ const make = Effect.gen(function* () {
       link?.kill("closed")
     }))
 
+  /** Compiles in flight, by kind and cache key: concurrent prepares of the same code share one compile. */
+  const compiling = new Map<string, Promise<Outcome<Compiled>>>()
+
   /**
    * Compiles `code` in the worker (asynchronously: the event loop keeps running) and caches it. A compile
    * that overruns its hard deadline (code escaping the function wrapper runs at compile time) kills the worker.
@@ -262,17 +267,22 @@ const make = Effect.gen(function* () {
     Effect.flatMap(currentLink, (worker) =>
       Effect.flatMap(
         Effect.promise(() => {
+          const inflightKey = `${kind}\u0000${cacheKey}`
+          const inflight = compiling.get(inflightKey)
+          if (inflight !== undefined) return inflight
           const handle = nextHandle++
-          return worker.callAsync((id) => ({ op: "compile", id, handle, kind, code }), compileHardMs(config)).then(
-            (response): Outcome<Compiled> => {
-              if (response === undefined) return fail(fromDeath(worker.death, kind))
-              if (!response.ok) return fail(fromWire(response.error))
-              const compiled: Compiled = { link: worker, handle }
-              // Cached here, not in the fiber, so an interrupted prepare does not leak the worker's context.
-              if (worker.isAlive) cacheFor(kind).set(cacheKey, compiled)
-              return ok(compiled)
-            }
-          )
+          const request = worker.callAsync((id) => ({ op: "compile", id, handle, kind, code }), compileHardMs(config))
+          const done = request.then((response): Outcome<Compiled> => {
+            compiling.delete(inflightKey)
+            if (response === undefined) return fail(fromDeath(worker.death, kind))
+            if (!response.ok) return fail(fromWire(response.error))
+            const compiled: Compiled = { link: worker, handle }
+            // Cached here, not in the fiber, so an interrupted prepare does not leak the worker's context.
+            if (worker.isAlive) cacheFor(kind).set(cacheKey, compiled)
+            return ok(compiled)
+          })
+          compiling.set(inflightKey, done)
+          return done
         }),
         (outcome) => (outcome.ok ? Effect.succeed(outcome.value) : Effect.fail(outcome.error))
       ))

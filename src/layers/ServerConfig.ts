@@ -9,6 +9,8 @@ export interface SecurityPolicy {
 }
 
 export type StorageKind = "sqlite" | "postgres" | "memory"
+/** "single": one node (default); "postgres": several nodes sharing one PostgreSQL (behavior.md §3.26). */
+export type ClusterKind = "single" | "postgres"
 export type TimestampMode = "client" | "server"
 export type LogLevelName = "all" | "trace" | "debug" | "info" | "warning" | "error" | "fatal" | "none"
 
@@ -58,6 +60,26 @@ export interface ServerSettings {
   readonly journalCapacity: number
   readonly logLevel: LogLevelName
   readonly shutdownTimeoutMs: number
+  /** New connections admitted per `connectionRateWindowMs` window; above → close 1013 (behavior.md §3.4). */
+  readonly connectionRateLimit: number
+  readonly connectionRateWindowMs: number
+  /** Upgraded but not yet authenticated connections; above → close 1013. */
+  readonly maxPendingConnections: number
+  /** How long a write batch above `maxInFlightBatches` waits for capacity before ERROR 429 (behavior.md §3.9). */
+  readonly batchAdmissionWaitMs: number
+  /** Per-frame processing budget on the socket callback (pre-scan + decode); over it is a strike. */
+  readonly decodeBudgetMs: number
+  /** Strikes within `decodeStrikeWindowMs` that close the connection with 1008. */
+  readonly decodeStrikeLimit: number
+  readonly decodeStrikeWindowMs: number
+  /** A server-initiated close not completed by the peer within this time is terminated. */
+  readonly closeGraceMs: number
+  /** `postgres` needs `storage: "postgres"`: the database is the cluster's engine. */
+  readonly cluster: ClusterKind
+  /** Period of the membership heartbeat (and leader check) in PostgreSQL. */
+  readonly clusterHeartbeatMs: number
+  /** A node whose heartbeat is older than this is no longer a member (a hung leader is then fenced). */
+  readonly clusterHeartbeatTimeoutMs: number
 }
 
 export const defaultSettings: ServerSettings = {
@@ -99,7 +121,18 @@ export const defaultSettings: ServerSettings = {
   builtinResolvers: {},
   journalCapacity: 10_000,
   logLevel: "info",
-  shutdownTimeoutMs: 10_000
+  shutdownTimeoutMs: 10_000,
+  connectionRateLimit: 100,
+  connectionRateWindowMs: 1_000,
+  maxPendingConnections: 1_000,
+  batchAdmissionWaitMs: 5_000,
+  decodeBudgetMs: 50,
+  decodeStrikeLimit: 3,
+  decodeStrikeWindowMs: 10_000,
+  closeGraceMs: 5_000,
+  cluster: "single",
+  clusterHeartbeatMs: 1_000,
+  clusterHeartbeatTimeoutMs: 10_000
 }
 
 export class ServerConfig extends Context.Tag("tessera/ServerConfig")<ServerConfig, ServerSettings>() {

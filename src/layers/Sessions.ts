@@ -1,9 +1,11 @@
 import { randomUUID } from "node:crypto"
-import { Deferred, Effect, Exit, Fiber, FiberSet, Queue, Schedule } from "effect"
+import { performance } from "node:perf_hooks"
+import { Deferred, Effect, Exit, Fiber, FiberSet, Queue, Runtime, Schedule } from "effect"
 import type { RawData, WebSocket } from "ws"
 import { unpackInboundBatch } from "../protocol/batch.js"
 import { decodeFrame, encodeMessage } from "../protocol/codec.js"
 import { decodeClientMessage } from "../protocol/decode.js"
+import { type ConnectionRefusal, ConnectionAdmission, DecodeBudget, InFlightLimiter } from "./Admission.js"
 import { Auth } from "./Auth.js"
 import { type CloseRequest, type Connection, Connections } from "./Connections.js"
 import { Hlc } from "./Hlc.js"
@@ -12,6 +14,12 @@ import { Router } from "./Router.js"
 import { ServerConfig } from "./ServerConfig.js"
 
 type InboundFrame = { readonly type: string; readonly [key: string]: unknown }
+
+/** A close the server initiated (observability and tests). */
+export type ServerCloseListener = (connection: Connection, request: CloseRequest) => void
+
+/** Write messages that count against the server-wide in-flight limit (behavior.md §3.9). */
+const isWriteBatch = (type: string): boolean => type === "OP_BATCH" || type === "CLIENT_OP"
 
 const toBytes = (data: RawData): Buffer =>
   Array.isArray(data) ? Buffer.concat(data) : data instanceof ArrayBuffer ? Buffer.from(data) : data
@@ -55,6 +63,10 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
     const wall = hlcService.wallMillis
     const metrics = yield* MetricsRegistry
     const sessionFibers = yield* FiberSet.make()
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+    const connectionAdmission = new ConnectionAdmission(config.connectionRateLimit, config.connectionRateWindowMs, config.maxPendingConnections)
+    const inFlight = new InFlightLimiter(Math.max(1, config.maxInFlightBatches))
+    const closeListeners = new Set<ServerCloseListener>()
 
     const authRequired = encodeMessage({ type: "AUTH_REQUIRED" })
 
@@ -64,8 +76,22 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
         const closed = yield* Deferred.make<void>()
         const opened = wall()
         const bucket = new TokenBucket(config.rateLimitPerSecond, config.rateLimitBurst, opened)
+        const closeRequested = yield* Deferred.make<void>()
+        const decodeBudget = new DecodeBudget(config.decodeBudgetMs, config.decodeStrikeLimit, config.decodeStrikeWindowMs)
         let open = true
         let closing = false
+        /** Still counted as pending by the connection admission (upgraded, not authenticated). */
+        let pending = true
+        /** In-flight permits held by this connection's queued or running write batches. */
+        let permitsHeld = 0
+        /** Write frames that found no in-flight capacity on arrival; they wait when their turn comes. */
+        let awaitingPermit: WeakSet<object> | undefined
+
+        const settlePending = () => {
+          if (!pending) return
+          pending = false
+          connectionAdmission.settle()
+        }
 
         const hardClose = (request: CloseRequest) => {
           if (!open) return
@@ -76,6 +102,8 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
           } catch {
             ws.terminate()
           }
+          Deferred.unsafeDone(closeRequested, Exit.void)
+          for (const listener of closeListeners) listener(connection, request)
         }
 
         /*
@@ -97,7 +125,9 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
           if (!open || closing) return
           framesSinceDrain++
           if (framesSinceDrain > config.outboundMaxMessages || ws.bufferedAmount + frame.byteLength > config.outboundMaxBytes) {
+            const backlog = ws.bufferedAmount
             hardClose({ code: 4003, reason: "Slow consumer" })
+            runFork(Effect.logWarning(`slow consumer closed (4003): ${framesSinceDrain} frames / ${backlog} bytes unsent`).pipe(Effect.annotateLogs({ remote: remoteAddress })))
             return
           }
           if (!corked && rawSocket !== undefined) {
@@ -178,6 +208,11 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
             return
           }
           metrics.messageIn(frame.type)
+          if (isWriteBatch(frame.type)) {
+            // Counted from arrival (received but not yet applied); without capacity it waits its turn.
+            if (inFlight.tryAcquire()) permitsHeld++
+            else (awaitingPermit ??= new WeakSet()).add(frame)
+          }
           if (frame.type === "PING") {
             const timestamp = (frame as { timestamp?: unknown }).timestamp
             connection.send({ type: "PONG", timestamp: typeof timestamp === "number" ? timestamp : 0, serverTime: wall() })
@@ -191,7 +226,14 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
           const now = wall()
           connection.lastInboundAt = now
           const bytes = toBytes(data)
+          // Decoding cannot be interrupted: measure it, and close a peer whose frames keep overrunning.
+          const started = performance.now()
           processFrame(isBinary ? bytes : bytes.toString("utf8"), now, false)
+          const elapsed = performance.now() - started
+          if (elapsed > config.decodeBudgetMs && decodeBudget.record(elapsed, now)) {
+            hardClose({ code: 1008, reason: "Policy violation" })
+            runFork(Effect.logWarning(`closed (1008): frames repeatedly exceeded the ${config.decodeBudgetMs} ms decode budget (last ${elapsed.toFixed(1)} ms, ${bytes.byteLength} bytes)`).pipe(Effect.annotateLogs({ remote: remoteAddress })))
+          }
         }
 
         /** Handles one decoded frame on the inbound fiber. */
@@ -203,6 +245,7 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
                 onSuccess: (principal) =>
                   Effect.sync(() => {
                     connection.principal = principal
+                    settlePending()
                     connection.send(principal.userId !== undefined
                       ? { type: "AUTH_ACK", protocolVersion: 1, userId: principal.userId }
                       : { type: "AUTH_ACK", protocolVersion: 1 })
@@ -230,17 +273,45 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
           }
         }
 
+        const releasePermit = () => {
+          permitsHeld--
+          inFlight.release()
+        }
+
+        const handleSafely = (frame: InboundFrame) =>
+          handle(frame).pipe(
+            Effect.catchAllCause((cause) =>
+              Effect.sync(() => sendError(500, "Internal Error")).pipe(
+                Effect.zipRight(Effect.logError(`handling ${frame.type} failed`, cause))
+              )
+            )
+          )
+
+        /** A write batch that found no capacity on arrival waits (bounded), else is refused whole: no OP_ACK. */
+        const handleAwaitingPermit = (frame: InboundFrame) =>
+          inFlight.acquire(config.batchAdmissionWaitMs).pipe(
+            Effect.flatMap((granted) => {
+              if (!granted) {
+                sendError(429, "server overloaded, try again later")
+                return Effect.logWarning(`${frame.type} refused: ${inFlight.limit} write batches in flight`)
+              }
+              permitsHeld++
+              return Effect.zipRight(handleSafely(frame), Effect.sync(releasePermit))
+            })
+          )
+
         const reader = Effect.gen(function* () {
           while (true) {
             const frames = yield* Queue.takeBetween(inbound, 1, 1024)
             for (const frame of frames) {
-              yield* handle(frame).pipe(
-                Effect.catchAllCause((cause) =>
-                  Effect.sync(() => sendError(500, "Internal Error")).pipe(
-                    Effect.zipRight(Effect.logError(`handling ${frame.type} failed`, cause))
-                  )
-                )
-              )
+              if (!isWriteBatch(frame.type)) {
+                yield* handleSafely(frame)
+              } else if (awaitingPermit?.has(frame) === true) {
+                yield* handleAwaitingPermit(frame)
+              } else {
+                yield* handleSafely(frame)
+                releasePermit()
+              }
             }
           }
         })
@@ -263,9 +334,23 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
         })
 
         connections.register(connection)
+        // Permits of batches still queued when the connection goes away return to the pool.
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            while (permitsHeld > 0) releasePermit()
+            settlePending()
+          })
+        )
         yield* Effect.forkScoped(reader)
+        // A peer that never completes the close handshake (e.g. a slow consumer) is cut off.
+        yield* Deferred.await(closeRequested).pipe(
+          Effect.zipRight(Effect.sleep(config.closeGraceMs)),
+          Effect.andThen(() => ws.terminate()),
+          Effect.forkScoped
+        )
         if (auth.noAuth) {
           connection.principal = { roles: ["USER"], claims: {} }
+          settlePending()
         } else {
           connection.sendEncoded(authRequired)
           yield* Effect.sleep(config.authDeadlineMs).pipe(
@@ -295,6 +380,20 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
     }).pipe(Effect.schedule(Schedule.spaced(config.idleCheckIntervalMs)), Effect.forkScoped)
 
     return {
+      /**
+       * New-connection admission (behavior.md §3.4), decided synchronously on upgrade. An admitted
+       * connection counts as pending until it authenticates or closes; it must then be `accept`ed.
+       */
+      admitConnection: (): ConnectionRefusal | undefined => connectionAdmission.admit(wall()),
+      /** Connections upgraded but not yet authenticated. */
+      pendingConnections: (): number => connectionAdmission.pending,
+      /** The server-wide in-flight write limiter (behavior.md §3.9); HTTP sync may share it. */
+      inFlight,
+      /** Observes every server-initiated close (code and reason); returns the unsubscribe function. */
+      onServerClose: (listener: ServerCloseListener): (() => void) => {
+        closeListeners.add(listener)
+        return () => closeListeners.delete(listener)
+      },
       /** Starts the actor of a freshly upgraded socket; it lives until the socket closes. */
       accept: (ws: WebSocket, remoteAddress: string): Effect.Effect<Fiber.RuntimeFiber<void>> =>
         FiberSet.run(sessionFibers, runConnection(ws, remoteAddress))

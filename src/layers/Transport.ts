@@ -1,7 +1,7 @@
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import { Deferred, Effect, Exit, Runtime } from "effect"
-import { WebSocketServer } from "ws"
+import { type WebSocket, WebSocketServer } from "ws"
 import { Connections } from "./Connections.js"
 import { ServerConfig } from "./ServerConfig.js"
 import { MetricsRegistry } from "./Metrics.js"
@@ -81,6 +81,16 @@ export class Transport extends Effect.Service<Transport>()("tessera/Transport", 
     server.keepAliveTimeout = 5_000
     server.maxConnections = config.maxConnections + 100
 
+    /** A refused socket gets `closeGraceMs` to finish the close handshake, then is cut off. */
+    const refusedSocketCleanup = (ws: WebSocket, refusal: string, remote: string) =>
+      Effect.logDebug(`connection refused (1013, ${refusal === "rate" ? "connection rate" : "pending connections"} limit)`).pipe(
+        Effect.zipRight(Effect.sleep(config.closeGraceMs)),
+        Effect.andThen(() => {
+          if (ws.readyState !== ws.CLOSED) ws.terminate()
+        }),
+        Effect.annotateLogs({ remote })
+      )
+
     server.on("upgrade", (req, socket, head) => {
       const path = (req.url ?? "/").split("?")[0]
       if (path !== "/" && path !== "/ws") {
@@ -93,8 +103,16 @@ export class Transport extends Effect.Service<Transport>()("tessera/Transport", 
         return
       }
       wss.handleUpgrade(req, socket, head, (ws) => {
-        metrics.connectionAccepted()
         const remote = `${req.socket.remoteAddress ?? "?"}:${req.socket.remotePort ?? "?"}`
+        // Connection rate / pending cap (behavior.md §3.2 step 1): the refusal is a WebSocket close code.
+        const refusal = sessions.admitConnection()
+        if (refusal !== undefined) {
+          metrics.connectionRejected()
+          ws.close(1013, "Server overloaded")
+          runFork(refusedSocketCleanup(ws, refusal, remote))
+          return
+        }
+        metrics.connectionAccepted()
         runFork(sessions.accept(ws, remote))
       })
     })

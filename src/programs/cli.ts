@@ -7,6 +7,7 @@ import type { LogLevelName, ServerSettings } from "../layers/ServerConfig.js"
 import { Transport } from "../layers/Transport.js"
 import { redactSettings, resolveSettings, serveOptions } from "./config.js"
 import { gracefulShutdown, serverLayer } from "./server.js"
+import { telemetryLayer } from "./telemetry.js"
 
 const logLevels: Record<LogLevelName, LogLevel.LogLevel> = {
   all: LogLevel.All,
@@ -64,7 +65,9 @@ const serve = (settings: ServerSettings) =>
 const serveCommand = Command.make("serve", serveOptions, (parsed) =>
   Effect.gen(function* () {
     const settings = yield* resolveSettings(parsed)
-    yield* serve(settings).pipe(Effect.provide(loggerLayer(settings)))
+    const telemetry = telemetryLayer()
+    const withTelemetry = telemetry === undefined ? serve(settings) : Effect.provide(serve(settings), telemetry)
+    yield* withTelemetry.pipe(Effect.provide(loggerLayer(settings)))
   })
 ).pipe(Command.withDescription("Run the Tessera server (TopGun wire protocol over WebSocket on /ws and /)."))
 

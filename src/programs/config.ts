@@ -60,6 +60,14 @@ export const serveOptions = {
   maxMessageBytes: int("max-message-bytes", ["TESSERA_MAX_MESSAGE_BYTES"], "largest inbound frame / HTTP body, >= 2 MiB [16777216]"),
   authDeadlineMs: int("auth-deadline-ms", ["TESSERA_AUTH_DEADLINE_MS"], "close unauthenticated sockets after [10000]"),
   idleTimeoutMs: int("idle-timeout-ms", ["TESSERA_IDLE_TIMEOUT_MS"], "close silent authenticated sockets after [20000]"),
+  connectionRateLimit: int("connection-rate-limit", ["TESSERA_CONNECTION_RATE_LIMIT"], "new connections admitted per connection-rate-window-ms, else close 1013 [100]"),
+  connectionRateWindowMs: int("connection-rate-window-ms", ["TESSERA_CONNECTION_RATE_WINDOW_MS"], "window of the new-connection rate limit [1000]"),
+  maxPendingConnections: int("max-pending-connections", ["TESSERA_MAX_PENDING_CONNECTIONS"], "upgraded but unauthenticated connections, else close 1013 [1000]"),
+  batchAdmissionWaitMs: int("batch-admission-wait-ms", ["TESSERA_BATCH_ADMISSION_WAIT_MS"], "wait for in-flight write capacity before ERROR 429 [5000]"),
+  decodeBudgetMs: int("decode-budget-ms", ["TESSERA_DECODE_BUDGET_MS"], "per-frame decode budget; repeated overruns close 1008 [50]"),
+  cluster: choice("cluster", ["single", "postgres"] as const, ["TESSERA_CLUSTER"], "cluster mode: one node, or several nodes sharing the PostgreSQL of --database-url [single]"),
+  clusterHeartbeatMs: int("cluster-heartbeat-ms", ["TESSERA_CLUSTER_HEARTBEAT_MS"], "cluster membership heartbeat period [1000]"),
+  clusterHeartbeatTimeoutMs: int("cluster-heartbeat-timeout-ms", ["TESSERA_CLUSTER_HEARTBEAT_TIMEOUT_MS"], "a node silent this long leaves the cluster; a silent leader is fenced [10000]"),
   gcIntervalMs: int("gc-interval-ms", ["TESSERA_GC_INTERVAL_MS"], "GC consensus interval [3600000]"),
   gcAgeMs: int("gc-age-ms", ["TESSERA_GC_AGE_MS"], "tombstone age before pruning [2592000000]"),
   ttlSweepIntervalMs: int("ttl-sweep-interval-ms", ["TESSERA_TTL_SWEEP_INTERVAL_MS"], "TTL expiry sweep interval [1000]"),
@@ -149,6 +157,14 @@ export const resolveSettings = (parsed: Parsed): Effect.Effect<ServerSettings, C
       maxMessageBytes: pick(parsed.maxMessageBytes, file.maxMessageBytes, defaultSettings.maxMessageBytes),
       authDeadlineMs: pick(parsed.authDeadlineMs, file.authDeadlineMs, defaultSettings.authDeadlineMs),
       idleTimeoutMs: pick(parsed.idleTimeoutMs, file.idleTimeoutMs, defaultSettings.idleTimeoutMs),
+      connectionRateLimit: pick(parsed.connectionRateLimit, file.connectionRateLimit, defaultSettings.connectionRateLimit),
+      connectionRateWindowMs: pick(parsed.connectionRateWindowMs, file.connectionRateWindowMs, defaultSettings.connectionRateWindowMs),
+      maxPendingConnections: pick(parsed.maxPendingConnections, file.maxPendingConnections, defaultSettings.maxPendingConnections),
+      batchAdmissionWaitMs: pick(parsed.batchAdmissionWaitMs, file.batchAdmissionWaitMs, defaultSettings.batchAdmissionWaitMs),
+      decodeBudgetMs: pick(parsed.decodeBudgetMs, file.decodeBudgetMs, defaultSettings.decodeBudgetMs),
+      cluster: pick(parsed.cluster, file.cluster, defaultSettings.cluster),
+      clusterHeartbeatMs: pick(parsed.clusterHeartbeatMs, file.clusterHeartbeatMs, defaultSettings.clusterHeartbeatMs),
+      clusterHeartbeatTimeoutMs: pick(parsed.clusterHeartbeatTimeoutMs, file.clusterHeartbeatTimeoutMs, defaultSettings.clusterHeartbeatTimeoutMs),
       gcIntervalMs: pick(parsed.gcIntervalMs, file.gcIntervalMs, defaultSettings.gcIntervalMs),
       gcAgeMs: pick(parsed.gcAgeMs, file.gcAgeMs, defaultSettings.gcAgeMs),
       ttlSweepIntervalMs: pick(parsed.ttlSweepIntervalMs, file.ttlSweepIntervalMs, defaultSettings.ttlSweepIntervalMs),
@@ -169,11 +185,18 @@ export const resolveSettings = (parsed: Parsed): Effect.Effect<ServerSettings, C
     yield* check(settings.maxMessageBytes >= 2 * 1024 * 1024, "max-message-bytes", "max-message-bytes must be at least 2 MiB (2097152)")
     yield* check(settings.authDeadlineMs > 0, "auth-deadline-ms", "auth-deadline-ms must be > 0")
     yield* check(settings.idleTimeoutMs > 0, "idle-timeout-ms", "idle-timeout-ms must be > 0")
+    yield* check(settings.connectionRateLimit >= 1 && settings.connectionRateWindowMs > 0, "connection-rate-limit", "connection-rate-limit must be >= 1 and connection-rate-window-ms > 0")
+    yield* check(settings.maxPendingConnections >= 1, "max-pending-connections", "max-pending-connections must be >= 1")
+    yield* check(settings.batchAdmissionWaitMs >= 0, "batch-admission-wait-ms", "batch-admission-wait-ms must be >= 0")
+    yield* check(settings.decodeBudgetMs > 0, "decode-budget-ms", "decode-budget-ms must be > 0")
     yield* check(settings.gcIntervalMs > 0, "gc-interval-ms", "gc-interval-ms must be > 0")
     yield* check(settings.gcAgeMs >= 0, "gc-age-ms", "gc-age-ms must be >= 0")
     yield* check(settings.journalCapacity >= 1, "journal-capacity", "journal-capacity must be >= 1")
     yield* check(settings.ttlSweepIntervalMs > 0, "ttl-sweep-interval-ms", "ttl-sweep-interval-ms must be > 0")
     yield* check(settings.storage !== "postgres" || (settings.databaseUrl ?? "") !== "", "database-url", "--storage postgres needs --database-url or DATABASE_URL")
+    yield* check(settings.cluster !== "postgres" || settings.storage === "postgres", "cluster", "--cluster postgres needs PostgreSQL storage (--storage postgres with --database-url or DATABASE_URL)")
+    yield* check(settings.clusterHeartbeatMs > 0, "cluster-heartbeat-ms", "cluster-heartbeat-ms must be > 0")
+    yield* check(settings.clusterHeartbeatTimeoutMs > 2 * settings.clusterHeartbeatMs, "cluster-heartbeat-timeout-ms", "cluster-heartbeat-timeout-ms must be more than twice cluster-heartbeat-ms")
     yield* check(!(settings.production && settings.noAuth), "no-auth", "no-auth mode is not allowed when NODE_ENV=production")
     return settings
   })

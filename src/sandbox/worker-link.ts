@@ -126,7 +126,14 @@ export class WorkerLink {
       const deadline = Math.max(now, this.inflightDeadline()) + hardMs
       const timer = setTimeout(() => this.kill("timeout"), deadline - now)
       this.pending.set(id, { resolve, deadline, timer })
-      if (build !== undefined) this.port.postMessage(build(id))
+      if (build === undefined) return
+      try {
+        this.port.postMessage(build(id))
+      } catch (e) {
+        this.pending.delete(id)
+        clearTimeout(timer)
+        throw e
+      }
     })
   }
 

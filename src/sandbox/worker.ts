@@ -7,7 +7,7 @@
  */
 import { readFile } from "node:fs/promises"
 import type { MessagePort } from "node:worker_threads"
-import { workerData as rawWorkerData } from "node:worker_threads"
+import { isMainThread, workerData as rawWorkerData } from "node:worker_threads"
 import type { QuickJSWASMModule } from "quickjs-emscripten"
 import { type Compiled, hostMessage, makeEngine, maxPagesFor, WASM_MIN_PAGES } from "./engine.js"
 import { READY_ID, type Request, type Response, type WorkerData } from "./protocol.js"
@@ -21,27 +21,28 @@ interface WasmApi {
 }
 const wasmApi = (globalThis as unknown as { readonly WebAssembly: WasmApi }).WebAssembly
 
-const data = rawWorkerData as WorkerData
-const port = data.port as MessagePort
-const signal = data.signal
+const data = rawWorkerData as WorkerData | null
 
 const reply = (response: Response): void => {
+  const port = data!.port as MessagePort
   port.postMessage(response)
-  Atomics.add(signal, 0, 1)
-  Atomics.notify(signal, 0)
+  Atomics.add(data!.signal, 0, 1)
+  Atomics.notify(data!.signal, 0)
 }
 
 const start = async (): Promise<void> => {
-  const quickjs = (await import(data.quickjsUrl)) as QuickJS
+  const { limits, quickjsUrl, wasmPath } = data!
+  const port = data!.port as MessagePort
+  const quickjs = (await import(quickjsUrl)) as QuickJS
   // Compile the WebAssembly module once; every instance reuses it with its own capped memory.
-  const wasmModule = await wasmApi.compile(await readFile(data.wasmPath))
-  const maxPages = maxPagesFor(data.limits.memoryLimitBytes)
+  const wasmModule = await wasmApi.compile(await readFile(wasmPath))
+  const maxPages = maxPagesFor(limits.memoryLimitBytes)
   const variant = quickjs.newVariant(quickjs.RELEASE_SYNC, {
     wasmModule: wasmModule as never,
     wasmMemory: (() => new wasmApi.Memory({ initial: WASM_MIN_PAGES, maximum: maxPages })) as never
   })
   const newInstance = (): Promise<QuickJSWASMModule> => quickjs.newQuickJSWASMModule(variant)
-  const engine = makeEngine(data.limits)
+  const engine = makeEngine(limits)
   const compiled = new Map<number, Compiled>()
   // Syntax checks parse only (nothing runs), so they share one instance, replaced if it ever fails.
   let validator: QuickJSWASMModule | undefined = await newInstance()
@@ -101,6 +102,9 @@ const start = async (): Promise<void> => {
   reply({ id: READY_ID, ok: true })
 }
 
-start().catch((e: unknown) => {
-  reply({ id: READY_ID, ok: false, error: { tag: "SandboxRuntime", message: `Sandbox worker failed to start: ${hostMessage(e)}` } })
-})
+// Only as a sandbox worker (importing this module anywhere else does nothing).
+if (!isMainThread && typeof data === "object" && data !== null && data.port !== undefined) {
+  start().catch((e: unknown) => {
+    reply({ id: READY_ID, ok: false, error: { tag: "SandboxRuntime", message: `Sandbox worker failed to start: ${hostMessage(e)}` } })
+  })
+}

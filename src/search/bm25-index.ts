@@ -142,7 +142,8 @@ export class FullTextIndex {
 
   /** `fields`: the map's configured field list; absent = every top-level string property. */
   constructor(fields?: ReadonlyArray<string>) {
-    this.configuredFields = fields === undefined ? undefined : [...fields]
+    // A field listed twice is indexed once (it would otherwise count twice in its own statistics).
+    this.configuredFields = fields === undefined ? undefined : [...new Set(fields)]
     if (this.configuredFields !== undefined) for (const name of this.configuredFields) this.fieldId(name)
   }
 

@@ -286,4 +286,3 @@ export const runSeeds = (
 
 export const seedRange = (count: number, base = 1): ReadonlyArray<number> => Array.from({ length: count }, (_, i) => base + i)
 
-export { fakeConnection, ts }

@@ -4,6 +4,7 @@ import * as PgClient from "@effect/sql-pg/PgClient"
 import { Effect, Layer, Redacted } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import { Storage } from "../../src/layers/Storage.js"
+import { migrations } from "../../src/layers/storage/migrations.js"
 import { findPostgresBin, NO_POSTGRES_MESSAGE, startTestPostgres, type TestPostgres } from "../support/postgres.js"
 import { storageConformance } from "./conformance.js"
 
@@ -53,6 +54,6 @@ describe.skipIf(!available)("postgres", () => {
           return yield* sql<{ version: number }>`SELECT version FROM tessera_migrations`
         })
       ).pipe(Effect.orDie)
-      expect(versions.map((r) => Number(r.version))).toEqual([1])
+      expect(versions.map((r) => Number(r.version)).sort()).toEqual(migrations.map((m) => m.version))
     }))
 })

@@ -5,6 +5,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll } from "vitest"
 import { Storage } from "../../src/layers/Storage.js"
+import { migrations } from "../../src/layers/storage/migrations.js"
 import { SQLITE_FILE_NAME } from "../../src/layers/storage/sqlite.js"
 import { storageConformance } from "./conformance.js"
 
@@ -72,6 +73,6 @@ describe("sqlite startup", () => {
       const client = createClient({ url: `file:${path.join(dir, SQLITE_FILE_NAME)}` })
       const rs = yield* Effect.promise(() => client.execute("SELECT version FROM tessera_migrations"))
       client.close()
-      expect(rs.rows.map((r) => Number(r[0]))).toEqual([1])
+      expect(rs.rows.map((r) => Number(r[0])).sort()).toEqual(migrations.map((m) => m.version))
     }))
 })

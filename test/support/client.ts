@@ -19,7 +19,8 @@ interface Waiter {
 export class TestClient {
   readonly received: Message[] = []
   private readonly waiters = new Set<Waiter>()
-  private cursor = 0
+  /** Messages already returned by `next` (each is returned once). */
+  private readonly consumed = new Set<Message>()
   closeInfo: { code: number; reason: string } | undefined
   private readonly closedPromise: Promise<{ code: number; reason: string }>
 
@@ -68,13 +69,12 @@ export class TestClient {
     this.ws.send(data, { binary })
   }
 
-  /** The next message (after those already consumed by `next`) matching `type`/`pred`. */
+  /** The earliest message not yet returned by `next` that matches `type` / `pred` (waits for it if needed). */
   next(type: string, pred: (m: Message) => boolean = () => true, timeoutMs = 5000): Promise<Message> {
-    const match = (m: Message) => m.type === type && pred(m)
-    for (let i = this.cursor; i < this.received.length; i++) {
-      const m = this.received[i]!
+    const match = (m: Message) => m.type === type && !this.consumed.has(m) && pred(m)
+    for (const m of this.received) {
       if (match(m)) {
-        this.cursor = i + 1
+        this.consumed.add(m)
         return Promise.resolve(m)
       }
     }
@@ -87,7 +87,7 @@ export class TestClient {
         pred: match,
         resolve: (m) => {
           clearTimeout(timer)
-          this.cursor = this.received.indexOf(m) + 1
+          this.consumed.add(m)
           resolve(m)
         }
       }

@@ -60,6 +60,56 @@ export const migrations: ReadonlyArray<Migration> = [
       `CREATE TABLE ${T.maps} (map_name TEXT COLLATE "C" NOT NULL PRIMARY KEY, map_type TEXT NOT NULL CHECK (map_type IN ('LWW', 'OR')))`,
       `CREATE TABLE ${T.meta} (key TEXT COLLATE "C" NOT NULL PRIMARY KEY, value TEXT NOT NULL)`
     ]
+  },
+  {
+    version: 2,
+    name: "cluster: change feed, membership, leader epoch, locks, merged counters",
+    // The embedded file is single-node: nothing to add (the version is recorded all the same).
+    sqlite: [],
+    postgres: [
+      // Gap-free sequence per partition (0..270 for keys, 271 for node-to-node messages), taken under the
+      // row lock of the partition's counter in the transaction that writes the change rows.
+      `CREATE TABLE ${T.changeSeq} (partition_id INT NOT NULL PRIMARY KEY, seq BIGINT NOT NULL)`,
+      `INSERT INTO ${T.changeSeq} (partition_id, seq) SELECT g, 0 FROM generate_series(0, 271) AS g`,
+      `CREATE TABLE ${T.changes} (
+        partition_id INT NOT NULL, seq BIGINT NOT NULL, node_id TEXT COLLATE "C" NOT NULL, target TEXT COLLATE "C",
+        payload BYTEA NOT NULL, created_at BIGINT NOT NULL,
+        PRIMARY KEY (partition_id, seq))`,
+      `CREATE TABLE ${T.clusterNodes} (
+        node_id TEXT COLLATE "C" NOT NULL PRIMARY KEY, url TEXT NOT NULL, started_at BIGINT NOT NULL,
+        heartbeat_at BIGINT NOT NULL, cursors BIGINT[] NOT NULL DEFAULT '{}')`,
+      `CREATE TABLE ${T.clusterLeader} (
+        id INT NOT NULL PRIMARY KEY CHECK (id = 1), node_id TEXT COLLATE "C", epoch BIGINT NOT NULL, since BIGINT NOT NULL)`,
+      `INSERT INTO ${T.clusterLeader} (id, node_id, epoch, since) VALUES (1, NULL, 0, 0)`,
+      `CREATE SEQUENCE tessera_lock_fence`,
+      `CREATE TABLE ${T.locks} (
+        name TEXT COLLATE "C" NOT NULL PRIMARY KEY, owner_node TEXT NOT NULL, owner_conn TEXT NOT NULL,
+        fencing_token BIGINT NOT NULL, expires_at BIGINT NOT NULL)`,
+      `CREATE TABLE ${T.lockQueue} (
+        id BIGSERIAL PRIMARY KEY, name TEXT COLLATE "C" NOT NULL, node_id TEXT NOT NULL, conn_id TEXT NOT NULL,
+        request_id TEXT NOT NULL, ttl_ms BIGINT NOT NULL, enqueued_at BIGINT NOT NULL)`,
+      `CREATE INDEX ${T.lockQueue}_by_name ON ${T.lockQueue} (name, id)`,
+      `CREATE INDEX ${T.lockQueue}_by_conn ON ${T.lockQueue} (node_id, conn_id)`,
+      // PN counter states {p, n} merged by per-entry max, so counter rows written by several nodes converge.
+      // An unreadable state never blocks the write queue: the incoming one is kept.
+      `CREATE OR REPLACE FUNCTION tessera_merge_pn(a TEXT, b TEXT) RETURNS TEXT LANGUAGE plpgsql IMMUTABLE AS $fn$
+      DECLARE ja JSONB; jb JSONB; mp JSONB; mn JSONB;
+      BEGIN
+        ja := a::jsonb; jb := b::jsonb;
+        SELECT coalesce(jsonb_object_agg(k, v), '{}'::jsonb) INTO mp FROM (
+          SELECT k, max(v) AS v FROM (
+            SELECT key AS k, value::numeric AS v FROM jsonb_each_text(coalesce(ja->'p', '{}'::jsonb))
+            UNION ALL SELECT key, value::numeric FROM jsonb_each_text(coalesce(jb->'p', '{}'::jsonb))) x GROUP BY k) y;
+        SELECT coalesce(jsonb_object_agg(k, v), '{}'::jsonb) INTO mn FROM (
+          SELECT k, max(v) AS v FROM (
+            SELECT key AS k, value::numeric AS v FROM jsonb_each_text(coalesce(ja->'n', '{}'::jsonb))
+            UNION ALL SELECT key, value::numeric FROM jsonb_each_text(coalesce(jb->'n', '{}'::jsonb))) x GROUP BY k) y;
+        RETURN jsonb_build_object('p', mp, 'n', mn)::text;
+      EXCEPTION WHEN others THEN
+        RETURN b;
+      END
+      $fn$`
+    ]
   }
 ]
 

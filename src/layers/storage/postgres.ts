@@ -16,6 +16,16 @@ import { describeCause, StorageError } from "./errors.js"
 import { migrationsTableSql, runMigrations } from "./migrations.js"
 import { batchStatements, decodeLww, decodeOrRecord, decodeOrTombstone, isMapType, NodeIdInterner, postgresDialect, T } from "./schema.js"
 import { collectMap, mapChunks, type Page, pages } from "./load.js"
+import { appendChangeRows, changeRowsFor, emptyChangedRows, recordReturned } from "../cluster/change-rows.js"
+
+export interface PostgresStorageOptions {
+  readonly url: string
+  /**
+   * Cluster mode (behavior.md §3.26): every batch also writes, in its own transaction, a change row per
+   * row it really changed (RETURNING), attributed to `nodeId`, and NOTIFYs the partitions.
+   */
+  readonly changeFeed?: { readonly nodeId: string }
+}
 
 /** Serializes concurrent migrations of several nodes starting on one database. */
 const MIGRATION_LOCK_ID = 0x7e55e7a
@@ -35,7 +45,7 @@ const failed = (what: string) => (e: unknown) => new StorageError({ message: `${
 
 const parseValue = (text: unknown): unknown => (text === null || text === undefined ? null : JSON.parse(String(text)))
 
-export const makePostgresStorage = (opts: { readonly url: string }) =>
+export const makePostgresStorage = (opts: PostgresStorageOptions) =>
   Effect.gen(function*() {
     const where = `PostgreSQL at ${redactUrl(opts.url)}`
     const sql: SqlClient.SqlClient = yield* PgClient.make({
@@ -136,9 +146,25 @@ export const makePostgresStorage = (opts: { readonly url: string }) =>
       getMapType,
       write: (batch) => {
         if (batch.length === 0) return Effect.void
+        const feed = opts.changeFeed
+        if (feed === undefined) {
+          return Effect.suspend(() => {
+            const statements = batchStatements(postgresDialect, batch)
+            return sql.withTransaction(Effect.forEach(statements, (s) => unsafe(s.sql, s.args), { discard: true }))
+          }).pipe(Effect.mapError(failed(`Cannot write ${batch.length} mutations to ${where}`)))
+        }
         return Effect.suspend(() => {
-          const statements = batchStatements(postgresDialect, batch)
-          return sql.withTransaction(Effect.forEach(statements, (s) => unsafe(s.sql, s.args), { discard: true }))
+          const statements = batchStatements(postgresDialect, batch, { returning: true })
+          const changed = emptyChangedRows()
+          return sql.withTransaction(
+            Effect.gen(function*() {
+              for (const s of statements) {
+                const rows = yield* unsafe(s.sql, s.args).values
+                if (s.returns !== undefined) for (const r of rows) recordReturned(changed, s.returns, r)
+              }
+              yield* appendChangeRows(unsafe, feed.nodeId, changeRowsFor(batch, changed), Date.now())
+            })
+          )
         }).pipe(Effect.mapError(failed(`Cannot write ${batch.length} mutations to ${where}`)))
       },
       getMeta: (key) =>
@@ -158,5 +184,5 @@ export const makePostgresStorage = (opts: { readonly url: string }) =>
 
 export const makePostgresLayer = (
   tag: Context.Tag<Storage, StorageService>,
-  opts: { readonly url: string }
+  opts: PostgresStorageOptions
 ): Layer.Layer<Storage, StorageError> => Layer.scoped(tag, makePostgresStorage(opts))

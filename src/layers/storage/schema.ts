@@ -29,12 +29,27 @@ export const T = {
   orTombstones: identifier("tessera_or_tombstones"),
   maps: identifier("tessera_maps"),
   meta: identifier("tessera_meta"),
-  migrations: identifier("tessera_migrations")
+  migrations: identifier("tessera_migrations"),
+  // Cluster on PostgreSQL (behavior.md §3.26): change feed, membership, leader, locks.
+  changes: identifier("tessera_changes"),
+  changeSeq: identifier("tessera_change_seq"),
+  clusterNodes: identifier("tessera_cluster_nodes"),
+  clusterLeader: identifier("tessera_cluster_leader"),
+  locks: identifier("tessera_locks"),
+  lockQueue: identifier("tessera_lock_queue")
 } as const
+
+/** Node-metadata keys with this prefix hold PN counter states; PostgreSQL merges them (per-entry max). */
+export const COUNTER_META_PREFIX = "counter:"
 
 export interface SqlStatement {
   readonly sql: string
   readonly args: Array<string | number | null>
+  /**
+   * Set when the statement ends with RETURNING the identities of the rows it really changed (PostgreSQL,
+   * `batchStatements(…, { returning: true })`): which mutations must be published as change rows.
+   */
+  readonly returns?: "LwwPut" | "OrPut" | "OrTombstone"
 }
 
 /** How the two dialects spell a bind parameter; PostgreSQL casts so VALUES lists get column types. */
@@ -210,7 +225,7 @@ const updateAll = (cols: string, skip: ReadonlyArray<string>): string =>
 const newerThan = (table: string): string =>
   `(excluded.ts_millis,excluded.ts_counter,excluded.ts_node_id) > (${table}.ts_millis,${table}.ts_counter,${table}.ts_node_id)`
 
-const statementFor = (d: Dialect, run: ReadonlyArray<StorageMutation>): Array<SqlStatement> => {
+const statementFor = (d: Dialect, run: ReadonlyArray<StorageMutation>, returning: boolean): Array<SqlStatement> => {
   const first = run[0]!
   const args: Array<string | number | null> = []
   switch (first._tag) {
@@ -222,8 +237,10 @@ const statementFor = (d: Dialect, run: ReadonlyArray<StorageMutation>): Array<Sq
       }
       return [{
         sql: `INSERT INTO ${T.lww} (${LWW_COLS}) VALUES ${valuesList(d, run.length, LWW_TYPES)} ` +
-          `ON CONFLICT (map_name,key) DO UPDATE SET ${updateAll(LWW_COLS, ["map_name", "key"])} WHERE ${newerThan(T.lww)}`,
-        args
+          `ON CONFLICT (map_name,key) DO UPDATE SET ${updateAll(LWW_COLS, ["map_name", "key"])} WHERE ${newerThan(T.lww)}` +
+          (returning ? " RETURNING map_name, key" : ""),
+        args,
+        ...(returning ? { returns: "LwwPut" as const } : {})
       }]
     }
     case "LwwDelete": {
@@ -243,8 +260,10 @@ const statementFor = (d: Dialect, run: ReadonlyArray<StorageMutation>): Array<Sq
       return [{
         sql: `INSERT INTO ${T.orRecords} (${OR_COLS}) SELECT * FROM (VALUES ${valuesList(d, run.length, OR_TYPES)}) AS v ` +
           `WHERE NOT EXISTS (SELECT 1 FROM ${T.orTombstones} t WHERE t.map_name = v.column1 AND t.tag = v.column3) ` +
-          `ON CONFLICT (map_name,key,tag) DO UPDATE SET ${updateAll(OR_COLS, ["map_name", "key", "tag"])} WHERE ${newerThan(T.orRecords)}`,
-        args
+          `ON CONFLICT (map_name,key,tag) DO UPDATE SET ${updateAll(OR_COLS, ["map_name", "key", "tag"])} WHERE ${newerThan(T.orRecords)}` +
+          (returning ? " RETURNING map_name, key, tag" : ""),
+        args,
+        ...(returning ? { returns: "OrPut" as const } : {})
       }]
     }
     case "OrRemove": {
@@ -263,8 +282,10 @@ const statementFor = (d: Dialect, run: ReadonlyArray<StorageMutation>): Array<Sq
       return [
         {
           sql: `INSERT INTO ${T.orTombstones} (map_name,tag,stored_millis,stored_counter,stored_node_id) ` +
-            `VALUES ${valuesList(d, run.length, ["text", "text", "bigint", "bigint", "text"])} ON CONFLICT (map_name,tag) DO NOTHING`,
-          args
+            `VALUES ${valuesList(d, run.length, ["text", "text", "bigint", "bigint", "text"])} ON CONFLICT (map_name,tag) DO NOTHING` +
+            (returning ? " RETURNING map_name, tag" : ""),
+          args,
+          ...(returning ? { returns: "OrTombstone" as const } : {})
         },
         {
           sql: `DELETE FROM ${T.orRecords} WHERE (map_name,tag) IN (VALUES ${valuesList(d, run.length, ["text", "text"])})`,
@@ -291,7 +312,11 @@ const statementFor = (d: Dialect, run: ReadonlyArray<StorageMutation>): Array<Sq
       for (const m of run as ReadonlyArray<Extract<StorageMutation, { _tag: "Meta" }>>) args.push(m.key, m.value)
       return [{
         sql: `INSERT INTO ${T.meta} (key,value) VALUES ${valuesList(d, run.length, ["text", "text"])} ` +
-          `ON CONFLICT (key) DO UPDATE SET value=excluded.value`,
+          // PostgreSQL: counter states from several nodes merge (tessera_merge_pn, migration 2), the rest LWW.
+          (d.name === "postgres"
+            ? `ON CONFLICT (key) DO UPDATE SET value = CASE WHEN starts_with(excluded.key, '${COUNTER_META_PREFIX}') ` +
+              `THEN tessera_merge_pn(${T.meta}.value, excluded.value) ELSE excluded.value END`
+            : `ON CONFLICT (key) DO UPDATE SET value=excluded.value`),
         args
       }]
     }
@@ -299,8 +324,13 @@ const statementFor = (d: Dialect, run: ReadonlyArray<StorageMutation>): Array<Sq
 }
 
 /** The statements that apply `batch` in order; run them in one transaction. */
-export const batchStatements = (d: Dialect, batch: ReadonlyArray<StorageMutation>): Array<SqlStatement> => {
+export const batchStatements = (
+  d: Dialect,
+  batch: ReadonlyArray<StorageMutation>,
+  opts: { readonly returning?: boolean } = {}
+): Array<SqlStatement> => {
   const out: Array<SqlStatement> = []
-  for (const run of runs(batch)) for (const s of statementFor(d, run)) out.push(s)
+  const returning = opts.returning === true && d.name === "postgres"
+  for (const run of runs(batch)) for (const s of statementFor(d, run, returning)) out.push(s)
   return out
 }

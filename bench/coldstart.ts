@@ -1,0 +1,154 @@
+/**
+ * coldstart: time for a server on an existing embedded SQL store of N records (1 000 000, ~100-byte values)
+ * to become useful, and its memory afterwards.
+ *
+ * Preparation (not measured): a first server run on a fresh data dir creates the schema; then the rows are
+ * written straight into `<dir>/tessera.db` with @libsql/client, using the server's own statement builder
+ * (src/layers/storage/schema.ts), so the file is exactly what the server writes and reads.
+ * Measured: spawn → `PORT=` printed, and spawn → the answer to a `QUERY_SUB {limit: 1}` on the map (maps
+ * load lazily on first touch, so this includes loading all N records). Then VmRSS / VmHWM of the server.
+ * Check: the server's Merkle root (SYNC_INIT) must equal the root computed over the generated records.
+ * Targets: ready < 10 s, RSS < 400 MB.
+ */
+import * as Libsql from "@libsql/client"
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { pathToFileURL } from "node:url"
+import { lwwItemHash, MerkleTree } from "../src/crdt/merkle.js"
+import type { Timestamp } from "../src/crdt/types.js"
+import type { StorageMutation } from "../src/layers/Storage.js"
+import { batchStatements, sqliteDialect } from "../src/layers/storage/schema.js"
+import { BenchClient } from "./lib/client.js"
+import { describeError, errorReason } from "./lib/scenario.js"
+import type { ServerHandle } from "./lib/server-process.js"
+import { renderTable } from "./lib/stats.js"
+import { readRss, startTessera, tesseraMissing } from "./lib/tessera.js"
+
+export interface ColdstartOptions {
+  readonly records: number
+  readonly extraArgs: ReadonlyArray<string>
+  readonly token: string
+}
+
+const MAP = "cold"
+const READY_TARGET_S = 10
+const RSS_TARGET_MB = 400
+/** Mutations per transaction while preparing the file. */
+const ROWS_PER_TRANSACTION = 20_000
+
+/** ~100 bytes of JSON per value. */
+const valueOf = (i: number) => ({
+  title: `Record ${i} of the cold start data set`,
+  body: "Lorem ipsum dolor sit amet, consectetur",
+  n: i
+})
+
+/** Writes the records into the store; returns the expected Merkle root. */
+const writeStore = async (file: string, records: number): Promise<number> => {
+  const client = Libsql.createClient({ url: pathToFileURL(file).href, intMode: "number" })
+  try {
+    // Preparation only: durability of the fixture does not matter, speed does.
+    await client.execute("PRAGMA journal_mode=WAL")
+    await client.execute("PRAGMA synchronous=OFF")
+    const tree = new MerkleTree()
+    const millis = Date.now() - 60_000
+    const nodeId = "bench-loader"
+    let batch: Array<StorageMutation> = [{ _tag: "MapType", mapName: MAP, mapType: "LWW" }]
+    for (let i = 0; i < records; i++) {
+      const key = `rec:${i}`
+      const timestamp: Timestamp = { millis, counter: i, nodeId }
+      tree.update(key, lwwItemHash(key, timestamp))
+      batch.push({ _tag: "LwwPut", mapName: MAP, key, record: { value: valueOf(i), timestamp }, storedAt: timestamp })
+      if (batch.length >= ROWS_PER_TRANSACTION || i === records - 1) {
+        await client.batch(batchStatements(sqliteDialect, batch), "write")
+        batch = []
+      }
+    }
+    await client.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return tree.rootHash
+  } finally {
+    client.close()
+  }
+}
+
+/** Sends `message` and resolves with the first reply of `replyType` (or rejects on ERROR / timeout). */
+const ask = (client: BenchClient, message: object, replyType: string, timeoutMs: number) =>
+  new Promise<any>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${replyType} within ${timeoutMs} ms`)), timeoutMs)
+    client.onError((e) => {
+      clearTimeout(timer)
+      reject(new Error(`server answered ERROR ${e.code} ${e.message}`))
+    })
+    client.on(replyType, (reply) => {
+      clearTimeout(timer)
+      client.off(replyType)
+      client.onError(undefined)
+      resolve(reply.payload)
+    })
+    client.send(message)
+  })
+
+export const runColdstart = async (options: ColdstartOptions): Promise<void> => {
+  const title = `\ncoldstart: embedded SQL store with ${options.records.toLocaleString("en")} LWW records (~100-byte values) in one map`
+  const missing = tesseraMissing()
+  if (missing !== undefined) {
+    console.log(`${title}\n  n/a (${missing})`)
+    return
+  }
+  const dir = mkdtempSync(join(tmpdir(), "tessera-bench-cold-"))
+  const file = join(dir, "tessera.db")
+  let server: ServerHandle | undefined
+  let client: BenchClient | undefined
+  try {
+    // 1. Schema: let the server create it, then stop it (SIGTERM, waits for the exit).
+    const init = await startTessera({ storage: "sqlite", dataDir: dir, extraArgs: options.extraArgs })
+    await init.stop()
+    if (!existsSync(file)) throw new Error(`the server did not create ${file}`)
+
+    // 2. Rows.
+    const prepStart = performance.now()
+    const expectedRoot = await writeStore(file, options.records)
+    const prepMs = performance.now() - prepStart
+    const fileMiB = statSync(file).size / 2 ** 20
+
+    // 3. Cold start.
+    const spawnedAt = performance.now()
+    server = await startTessera({ storage: "sqlite", dataDir: dir, extraArgs: options.extraArgs, startupTimeoutMs: 120_000 })
+    const portMs = performance.now() - spawnedAt
+    client = await BenchClient.connect({ url: server.url, token: options.token })
+    const resp = await ask(client, { type: "QUERY_SUB", payload: { queryId: "cold-1", mapName: MAP, query: { limit: 1 } } }, "QUERY_RESP", 120_000)
+    const readyMs = performance.now() - spawnedAt
+    const rss = await readRss(server.pid)
+    const results: Array<unknown> = Array.isArray(resp?.results) ? resp.results : []
+    const root = await ask(client, { type: "SYNC_INIT", mapName: MAP, lastSyncTimestamp: 0 }, "SYNC_RESP_ROOT", 30_000)
+    const rootOk = root?.rootHash === expectedRoot
+
+    const notes = [
+      `ready target <${READY_TARGET_S} s ${readyMs / 1000 < READY_TARGET_S ? "PASS" : "FAIL"}`,
+      `RSS target <${RSS_TARGET_MB} MB ${rss.rssMiB * 1.048576 < RSS_TARGET_MB ? "PASS" : "FAIL"}`,
+      results.length === 1 ? "" : `QUERY_RESP had ${results.length} results (expected 1)`,
+      rootOk ? "Merkle root matches" : `Merkle root MISMATCH (server ${root?.rootHash}, expected ${expectedRoot})`
+    ].filter((s) => s !== "")
+    console.log(`${title}; file ${fileMiB.toFixed(0)} MiB written in ${(prepMs / 1000).toFixed(1)} s (preparation, not measured)`)
+    console.log(renderTable([
+      ["records", "PORT= s", "ready s (QUERY_RESP limit 1)", "RSS MB", "peak RSS MB", "note"],
+      [
+        options.records.toLocaleString("en"),
+        (portMs / 1000).toFixed(2),
+        (readyMs / 1000).toFixed(2),
+        (rss.rssMiB * 1.048576).toFixed(0),
+        (rss.peakMiB * 1.048576).toFixed(0),
+        notes.join("; ")
+      ]
+    ]))
+  } catch (error) {
+    const detail = client !== undefined ? errorReason([client]) : undefined
+    console.log(`${title}\n  n/a (${describeError(error)}${detail !== undefined ? `; ${detail}` : ""})`)
+    if (server !== undefined) console.log(`  server stderr (tail):\n${server.stderrTail()}`)
+  } finally {
+    client?.close()
+    await server?.stop()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
