@@ -180,78 +180,65 @@ const make = Effect.gen(function* () {
     Effect.try({ try: f, catch: (e) => new GcPruneFailed({ message: e instanceof Error ? e.message : String(e) }) })
 
   /**
-   * LWW: walks the map's tombstone keys (not the whole map) in slices of `GC_CHUNK`; each slice deletes its
-   * old tombstones from the map and the Merkle tree and submits their storage deletes in the same
-   * synchronous run (so a write to the key after the delete is ordered after it in storage too).
+   * Walks `items` in slices of `GC_CHUNK`, yielding to the event loop between slices. `select` picks the
+   * items of a slice to prune; `prune` handles them in the same synchronous run as the selection.
    */
-  const pruneLwwMap = (state: MapState, safe: Timestamp, out: Array<readonly [string, string]> | undefined) =>
+  const inSlices = <T, K>(items: Iterator<T>, select: (item: T) => K | undefined, prune: (slice: ReadonlyArray<K>) => void) =>
     Effect.gen(function* () {
-      if (state.lww.tombstoneCount === 0) return
-      const iterator = state.lww.tombstoneKeys()
       let done = false
       while (!done) {
         done = yield* guarded(() => {
-          const victims: string[] = []
-          let finished = false
+          const slice: K[] = []
           for (let i = 0; i < GC_CHUNK; i++) {
-            const next = iterator.next()
+            const next = items.next()
             if (next.done === true) {
-              finished = true
-              break
+              prune(slice)
+              return true
             }
-            const stored = state.lww.get(next.value)
-            if (stored !== undefined && stored.record.value === null && compareTimestamps(stored.storedAt, safe) < 0) victims.push(next.value)
+            const picked = select(next.value)
+            if (picked !== undefined) slice.push(picked)
           }
-          flushLwwSlice(state, victims, out)
-          return finished
+          prune(slice)
+          return false
         })
         if (!done) yield* yieldToEventLoop
       }
     })
-
-  const flushLwwSlice = (state: MapState, keys: ReadonlyArray<string>, out: Array<readonly [string, string]> | undefined): void => {
-    if (keys.length === 0) return
-    const deletes: StorageMutation[] = []
-    for (const key of keys) {
-      state.lww.delete(key)
-      if (durable) deletes.push({ _tag: "LwwDelete", mapName: state.name, key })
-      if (out !== undefined) out.push([state.name, key])
-    }
-    prunedLww += keys.length
-    if (deletes.length > 0) writeBehind.submitUnsafe(deletes)
-  }
 
   /**
-   * OR: tombstones live outside the Merkle tree, so a prune is a set delete plus a storage delete, done in
-   * slices of `GC_CHUNK` tags so a huge tombstone set never stalls the event loop.
+   * LWW: walks the map's tombstone keys (not the whole map); each slice deletes its old tombstones from the
+   * map and the Merkle tree and submits their storage deletes in the same synchronous run (so a write to
+   * the key after the delete is ordered after it in storage too).
    */
-  const pruneOrMap = (state: MapState, safe: Timestamp, out: Array<readonly [string, string]> | undefined) =>
-    Effect.gen(function* () {
-      if (state.or.tombstoneCount === 0) return
-      const iterator = state.or.tombstoneEntries()
-      let done = false
-      while (!done) {
-        done = yield* guarded(() => {
-          const slice: string[] = []
-          let finished = false
-          for (let i = 0; i < GC_CHUNK; i++) {
-            const next = iterator.next()
-            if (next.done === true) {
-              finished = true
-              break
-            }
-            const [tag, storedAt] = next.value
-            if (compareTimestamps(storedAt, safe) < 0) slice.push(tag)
-          }
-          for (const tag of slice) state.or.deleteTombstone(tag)
-          prunedOr += slice.length
-          if (durable && slice.length > 0) writeBehind.submitUnsafe(slice.map((tag): StorageMutation => ({ _tag: "OrPruneTombstone", mapName: state.name, tag })))
-          if (out !== undefined) for (const tag of slice) out.push([state.name, tag])
-          return finished
-        })
-        if (!done) yield* yieldToEventLoop
+  const pruneLwwMap = (state: MapState, safe: Timestamp, out: Array<readonly [string, string]> | undefined) =>
+    state.lww.tombstoneCount === 0 ? Effect.void : inSlices(
+      state.lww.tombstoneKeys(),
+      (key) => {
+        const stored = state.lww.get(key)
+        return stored !== undefined && stored.record.value === null && compareTimestamps(stored.storedAt, safe) < 0 ? key : undefined
+      },
+      (keys) => {
+        if (keys.length === 0) return
+        for (const key of keys) state.lww.delete(key)
+        prunedLww += keys.length
+        if (durable) writeBehind.submitUnsafe(keys.map((key): StorageMutation => ({ _tag: "LwwDelete", mapName: state.name, key })))
+        if (out !== undefined) for (const key of keys) out.push([state.name, key])
       }
-    })
+    )
+
+  /** OR: tombstones live outside the Merkle tree, so a prune is a set delete plus a storage delete. */
+  const pruneOrMap = (state: MapState, safe: Timestamp, out: Array<readonly [string, string]> | undefined) =>
+    state.or.tombstoneCount === 0 ? Effect.void : inSlices(
+      state.or.tombstoneEntries(),
+      ([tag, storedAt]) => (compareTimestamps(storedAt, safe) < 0 ? tag : undefined),
+      (tags) => {
+        if (tags.length === 0) return
+        for (const tag of tags) state.or.deleteTombstone(tag)
+        prunedOr += tags.length
+        if (durable) writeBehind.submitUnsafe(tags.map((tag): StorageMutation => ({ _tag: "OrPruneTombstone", mapName: state.name, tag })))
+        if (out !== undefined) for (const tag of tags) out.push([state.name, tag])
+      }
+    )
 
   // ---- consensus ----
 

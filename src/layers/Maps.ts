@@ -125,7 +125,31 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       }
     }
 
-    const publish = (change: Change): void => changes.publish(change)
+    /** Builds the change of one applied write and feeds it to every consumer. */
+    const publish = (
+      state: MapState,
+      key: string,
+      event: Pick<Change, "eventType" | "record" | "orRecord" | "orTag">,
+      before: unknown,
+      after: unknown,
+      storedAt: Timestamp,
+      ctx: WriteContext
+    ): Change => {
+      const change: Change = {
+        mapName: state.name,
+        mapType: state.type!,
+        key,
+        ...event,
+        before,
+        after,
+        storedAt,
+        origin: ctx.origin,
+        echoToWriter: ctx.echoToWriter ?? false,
+        ...(ctx.writerId !== undefined ? { writerId: ctx.writerId } : {})
+      }
+      changes.publish(change)
+      return change
+    }
 
     /** LWW merge; returns the change, or undefined when the record lost the merge (no effects). */
     const applyLww = (state: MapState, key: string, record: LWWRecord, ctx: WriteContext): Change | undefined => {
@@ -136,21 +160,7 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       if (!state.lww.merge(key, record, storedAt)) return undefined
       const after = isVisible(record, now) ? record.value : undefined
       if (durable && ctx.origin !== "remote") staged.push({ _tag: "LwwPut", mapName: state.name, key, record, storedAt })
-      const change: Change = {
-        mapName: state.name,
-        mapType: "LWW",
-        key,
-        eventType: record.value === null ? "REMOVE" : "PUT",
-        record,
-        before,
-        after,
-        storedAt,
-        origin: ctx.origin,
-        echoToWriter: ctx.echoToWriter ?? false,
-        ...(ctx.writerId !== undefined ? { writerId: ctx.writerId } : {})
-      }
-      publish(change)
-      return change
+      return publish(state, key, { eventType: record.value === null ? "REMOVE" : "PUT", record }, before, after, storedAt, ctx)
     }
 
     const applyOrAdd = (state: MapState, key: string, record: ORMapRecord, ctx: WriteContext): Change | undefined => {
@@ -160,21 +170,7 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       const storedAt = hlc.now()
       if (!state.or.apply(key, record, storedAt)) return undefined
       if (durable && ctx.origin !== "remote") staged.push({ _tag: "OrPut", mapName: state.name, key, record, storedAt })
-      const change: Change = {
-        mapName: state.name,
-        mapType: "OR",
-        key,
-        eventType: "OR_ADD",
-        orRecord: record,
-        before,
-        after: orVisible(state, key, now),
-        storedAt,
-        origin: ctx.origin,
-        echoToWriter: ctx.echoToWriter ?? false,
-        ...(ctx.writerId !== undefined ? { writerId: ctx.writerId } : {})
-      }
-      publish(change)
-      return change
+      return publish(state, key, { eventType: "OR_ADD", orRecord: record }, before, orVisible(state, key, now), storedAt, ctx)
     }
 
     /**
@@ -203,21 +199,7 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
         staged.push({ _tag: "OrTombstone", mapName: state.name, tag, storedAt })
       }
       if (result.key === undefined && !announceUnknownTag) return undefined
-      const change: Change = {
-        mapName: state.name,
-        mapType: "OR",
-        key,
-        eventType: "OR_REMOVE",
-        orTag: tag,
-        before,
-        after: orVisible(state, key, now),
-        storedAt,
-        origin: ctx.origin,
-        echoToWriter: ctx.echoToWriter ?? false,
-        ...(ctx.writerId !== undefined ? { writerId: ctx.writerId } : {})
-      }
-      publish(change)
-      return change
+      return publish(state, key, { eventType: "OR_REMOVE", orTag: tag }, before, orVisible(state, key, now), storedAt, ctx)
     }
 
     /**

@@ -163,7 +163,7 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
       /** Dispatches one message; each handling is a span named after the message type (exported when tracing is on). */
       route: (connection: Connection, message: ClientMessage): Effect.Effect<void> => {
         const handler = route(message) as (c: Connection) => Effect.Effect<void>
-        return Effect.withSpan(handler(connection), message.type, { kind: "server", attributes: { "tessera.connection": connection.id } })
+        return Effect.withSpan(handler(connection), message.type, { kind: "server", captureStackTrace: false, attributes: { "tessera.connection": connection.id } })
       }
     } as const
   })
