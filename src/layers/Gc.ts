@@ -180,16 +180,16 @@ const make = Effect.gen(function* () {
     Effect.try({ try: f, catch: (e) => new GcPruneFailed({ message: e instanceof Error ? e.message : String(e) }) })
 
   /**
-   * Walks `items` in slices of `GC_CHUNK`, yielding to the event loop between slices. `select` picks the
+   * Walks `items` in slices of `chunk`, yielding to the event loop between slices. `select` picks the
    * items of a slice to prune; `prune` handles them in the same synchronous run as the selection.
    */
-  const inSlices = <T, K>(items: Iterator<T>, select: (item: T) => K | undefined, prune: (slice: ReadonlyArray<K>) => void) =>
+  const inSlices = <T, K>(items: Iterator<T>, chunk: number, select: (item: T) => K | undefined, prune: (slice: ReadonlyArray<K>) => void) =>
     Effect.gen(function* () {
       let done = false
       while (!done) {
         done = yield* guarded(() => {
           const slice: K[] = []
-          for (let i = 0; i < GC_CHUNK; i++) {
+          for (let i = 0; i < chunk; i++) {
             const next = items.next()
             if (next.done === true) {
               prune(slice)
@@ -213,6 +213,8 @@ const make = Effect.gen(function* () {
   const pruneLwwMap = (state: MapState, safe: Timestamp, out: Array<readonly [string, string]> | undefined) =>
     state.lww.tombstoneCount === 0 ? Effect.void : inSlices(
       state.lww.tombstoneKeys(),
+      // Almost every tombstone key walked is pruned, and a delete re-hashes its Merkle path: small slices.
+      GC_CHUNK / 10,
       (key) => {
         const stored = state.lww.get(key)
         return stored !== undefined && stored.record.value === null && compareTimestamps(stored.storedAt, safe) < 0 ? key : undefined
@@ -230,6 +232,7 @@ const make = Effect.gen(function* () {
   const pruneOrMap = (state: MapState, safe: Timestamp, out: Array<readonly [string, string]> | undefined) =>
     state.or.tombstoneCount === 0 ? Effect.void : inSlices(
       state.or.tombstoneEntries(),
+      GC_CHUNK / 2,
       ([tag, storedAt]) => (compareTimestamps(storedAt, safe) < 0 ? tag : undefined),
       (tags) => {
         if (tags.length === 0) return
