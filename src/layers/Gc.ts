@@ -22,6 +22,7 @@ import { Cluster, type Membership } from "./Cluster.js"
 import { Connections } from "./Connections.js"
 import { Hlc } from "./Hlc.js"
 import { type MapState, Maps } from "./Maps.js"
+import { MetricsRegistry } from "./Metrics.js"
 import { ServerConfig } from "./ServerConfig.js"
 import { Storage, type StorageMutation } from "./Storage.js"
 import { WriteBehind } from "./storage/write-behind.js"
@@ -102,6 +103,7 @@ const make = Effect.gen(function* () {
   const cluster = yield* Cluster
   const writeBehind = yield* WriteBehind
   const storage = yield* Storage
+  const metrics = Option.getOrUndefined(yield* Effect.serviceOption(MetricsRegistry))
   const self = cluster.nodeId
   const durable = storage.durable
   const { gcAgeMs } = config
@@ -160,6 +162,7 @@ const make = Effect.gen(function* () {
       Effect.gen(function* () {
         if (lastSafe !== undefined && compareTimestamps(safe, lastSafe) <= 0) return // duplicate or older commit: nothing new to prune
         const observed = listeners.size > 0
+        const prunedBefore = prunedLww + prunedOr
         const lwwOut: Array<readonly [string, string]> = []
         const orOut: Array<readonly [string, string]> = []
         for (const state of Array.from(maps.all())) {
@@ -168,6 +171,10 @@ const make = Effect.gen(function* () {
         }
         lastSafe = safe
         roundsCompleted++
+        if (metrics !== undefined) {
+          metrics.gcSafeTimestamp(safe.millis)
+          metrics.gcPruned(prunedLww + prunedOr - prunedBefore)
+        }
         if (durable) writeBehind.submitUnsafe([{ _tag: "Meta", key: GC_HORIZON_META_KEY, value: JSON.stringify(safe) }])
         const notice = { type: "GC_PRUNE", payload: { olderThan: safe } }
         for (const c of connections.all()) if (c.principal !== undefined) c.send(notice)
