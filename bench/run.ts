@@ -40,7 +40,7 @@ const USAGE = `usage: node dist/bench/run.js [${SCENARIOS.join("|")}] [options]
   --storage S         Tessera storage: memory|sqlite (memory; sqlite when --concern PERSISTED)
   --server-args "..." extra flags for 'tessera serve'
   --repeat R          run each scenario R times and report medians (1)
-  --max-seconds S     abort the whole run after S seconds (300)
+  --max-seconds S     abort the whole run after S seconds (300; all: 480)
   --baseline-only     skip Tessera          --tessera-only   skip the baseline`
 
 const CONCERNS: ReadonlyArray<WriteConcern> = ["FIRE_AND_FORGET", "MEMORY", "APPLIED", "REPLICATED", "PERSISTED"]
@@ -164,7 +164,7 @@ const main = async (): Promise<void> => {
     results.filter((r) => r.name === name).map((r) => r.value)
 
   // Safety net on top of the per-step timeouts: never let a run hold the shared machine for long.
-  const maxSeconds = intFlag(flags, "max-seconds", 300)
+  const maxSeconds = intFlag(flags, "max-seconds", scenario === "all" ? 480 : 300)
   setTimeout(() => {
     console.error(`\naborted: run exceeded --max-seconds ${maxSeconds}`)
     process.exit(1)
