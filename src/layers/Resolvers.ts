@@ -98,10 +98,13 @@ export class Resolvers extends Effect.Service<Resolvers>()("tessera/Resolvers", 
     const has = (mapName: string): boolean => (byMap.get(mapName)?.length ?? 0) > 0
 
     /** Compiles the custom resolvers of these maps so `resolve` runs without awaiting. */
-    const prepare = (mapNames: Iterable<string>): Effect.Effect<void> =>
-      Effect.forEach(mapNames, (mapName) =>
-        Effect.forEach(byMap.get(mapName) ?? [], (e) =>
-          e.builtin !== undefined ? Effect.void : sandbox.prepare("resolver", e.name, e.code).pipe(Effect.ignore), { discard: true }), { discard: true })
+    const prepare = (mapNames: Iterable<string>): Effect.Effect<void> => {
+      const custom: ResolverEntry[] = []
+      for (const mapName of mapNames) for (const e of byMap.get(mapName) ?? []) if (e.builtin === undefined) custom.push(e)
+      return custom.length === 0
+        ? Effect.void
+        : Effect.forEach(custom, (e) => sandbox.prepare("resolver", e.name, e.code).pipe(Effect.ignore), { discard: true })
+    }
 
     /**
      * Runs the map's resolvers for an LWW write (protocol.md §4.13), then the built-in LWW rule.
