@@ -1,4 +1,5 @@
-import { Context, Deferred, Effect, Layer, Option, Schedule } from "effect"
+import { Context, Deferred, Effect, Layer, Option, Schedule, Stream } from "effect"
+import { ClusterLockAuthority } from "./cluster/locks.js"
 import { type Connection, Connections } from "./Connections.js"
 import { Hlc } from "./Hlc.js"
 import { Security } from "./Security.js"
@@ -313,7 +314,14 @@ export class Locks extends Effect.Service<Locks>()("tessera/Locks", {
   scoped: Effect.gen(function* () {
     const connections = yield* Connections
     const security = yield* Security
-    const { authority, settings } = yield* makeLocalLockAuthority
+    // In a PostgreSQL cluster the lock table lives in the database (cluster/locks.ts).
+    const clusterLocks = yield* Effect.serviceOption(ClusterLockAuthority)
+    const { authority, settings } = Option.isSome(clusterLocks)
+      ? yield* Effect.map(Effect.serviceOption(LocksConfig), (config) => {
+        const settings = Option.getOrElse(config, () => LocksConfig.defaults)
+        return { authority: clusterLocks.value.make(settings), settings }
+      })
+      : yield* makeLocalLockAuthority
 
     /**
      * Sends LOCK_GRANTED for each grant. A grant to a connection that is already gone (it closed while the
@@ -358,6 +366,16 @@ export class Locks extends Effect.Service<Locks>()("tessera/Locks", {
       )
 
     connections.onDisconnect(30, (connection) => authority.releaseConnection(connection.id).pipe(Effect.flatMap(deliver)))
+
+    // Grants decided on other nodes (a waiter here promoted by a release there).
+    if (Option.isSome(clusterLocks)) {
+      yield* clusterLocks.value.remoteGrants.pipe(
+        Stream.runForEach((grant) => deliver([grant])),
+        Effect.catchAllCause((cause) => Effect.logWarning("remote lock grants stream failed", cause)),
+        Effect.annotateLogs({ fiber: "lock-remote-grants" }),
+        Effect.forkScoped
+      )
+    }
 
     yield* authority.sweep.pipe(
       Effect.flatMap(deliver),

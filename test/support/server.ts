@@ -19,7 +19,7 @@ export interface RunningServer {
 export const startServer = async (
   overrides: Partial<ServerSettings> = {},
   /** Extra services the server layer may use (e.g. `Hooks.layer(...)`). */
-  extra: Layer.Layer<any> = Layer.empty
+  extra?: Layer.Layer<any, never, never>
 ): Promise<RunningServer> => {
   const settings: ServerSettings = {
     ...defaultSettings,
@@ -32,7 +32,8 @@ export const startServer = async (
     ...overrides
   }
   const scope = Effect.runSync(Scope.make())
-  const layer = serverLayer(settings).pipe(Layer.provide(Layer.merge(extra, Logger.minimumLogLevel(LogLevel.Warning))))
+  const logs = Logger.minimumLogLevel(LogLevel.Warning)
+  const layer = serverLayer(settings).pipe(Layer.provide(extra === undefined ? logs : Layer.merge(extra, logs)))
   const context = (await Effect.runPromise(Layer.buildWithScope(layer, scope))) as Context.Context<never>
   const port = Context.get(context as Context.Context<Transport>, Transport).port
   return {

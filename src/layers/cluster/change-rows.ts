@@ -29,6 +29,8 @@ export type ChangePayload =
   | { readonly m: string; readonly k: string; readonly X: string }
   /** A node-to-node message (`ClusterMessage`, encoded). */
   | { readonly c: unknown }
+  /** A lock granted to a connection of the target node (cluster/locks.ts). */
+  | { readonly g: { readonly connectionId: string; readonly requestId: string; readonly name: string; readonly fencingToken: number } }
 
 export interface ChangeRowInput {
   readonly partition: number

@@ -42,10 +42,12 @@ import {
   FEED_PARTITIONS
 } from "./change-rows.js"
 import { ClusterDirectory, type Directory, type MemberEndpoint } from "./partition-map.js"
+import { ClusterLockAuthority, makePostgresLockAuthority } from "./locks.js"
+import type { LockGrant } from "../Locks.js"
 
 /** Session advisory lock key of the leader (any constant shared by all nodes). */
 export const LEADER_LOCK_ID = 0x7e55e7b
-/** Change rows are kept at least this long after every member has read them. */
+/** Change rows are kept at least this long after every member has read them (default). */
 const CHANGE_RETENTION_MS = 60_000
 /** A gap in a partition's sequence is re-read for this long before the stored state is re-synced. */
 const GAP_GRACE_MS = 2_000
@@ -63,6 +65,10 @@ export interface PostgresClusterOptions {
   readonly heartbeatTimeoutMs: number
   /** The client-facing WebSocket URL (read at every heartbeat: the port is known once listening). */
   readonly publicUrl: () => string
+  /** How long change rows read by every member are kept before the leader trims them [60 s]. */
+  readonly changeRetentionMs?: number
+  /** The leader trims every this many heartbeats [10]. */
+  readonly trimEveryBeats?: number
 }
 
 export interface PostgresClusterStatus {
@@ -83,6 +89,17 @@ const failed = (what: string) => (e: unknown) => new StorageError({ message: `${
 
 const encodeMessage = Schema.encodeSync(ClusterMessage)
 const decodeMessage = Schema.decodeUnknownEither(ClusterMessage)
+
+const isTimestamped = (r: unknown): boolean =>
+  typeof r === "object" && r !== null && typeof (r as { timestamp?: { millis?: unknown } }).timestamp?.millis === "number"
+
+/** Rows come from other processes: check the shape before it reaches the apply path. */
+const isMapChange = (p: ChangePayload): p is Extract<ChangePayload, { readonly m: string }> => {
+  if (!("m" in p) || typeof p.m !== "string" || typeof p.k !== "string") return false
+  if ("L" in p) return isTimestamped(p.L)
+  if ("O" in p) return isTimestamped(p.O) && typeof p.O.tag === "string"
+  return "X" in p && typeof p.X === "string"
+}
 
 /** A dedicated session (LISTEN, leader lock): errors mark it broken, never crash the process. */
 class Session {
@@ -141,12 +158,12 @@ export const makePostgresCluster = (opts: PostgresClusterOptions) =>
     let leaderEpoch = 0
     let appliedRemoteChanges = 0
     let resyncs = 0
-    let directoryVersion = 0
     let outbox: Array<ChangeRowInput> = []
 
     const wake = Effect.unsafeMakeLatch(false)
     const outboxReady = Effect.unsafeMakeLatch(false)
     const hub = yield* PubSub.unbounded<Inbound>()
+    const grantHub = yield* PubSub.unbounded<LockGrant>()
     const membership = yield* SubscriptionRef.make<Membership>({ members: [self], leader: undefined, epoch: 0 })
     const directory = yield* SubscriptionRef.make<Directory>({ version: 0, members: [] })
 
@@ -186,7 +203,7 @@ export const makePostgresCluster = (opts: PostgresClusterOptions) =>
       ).values
 
     /** Map changes are applied through the normal apply path; a map not loaded yet is loaded first. */
-    const applyMapChange = (payload: Exclude<ChangePayload, { readonly c: unknown }>, state: MapState): void => {
+    const applyMapChange = (payload: Extract<ChangePayload, { readonly m: string }>, state: MapState): void => {
       if ("L" in payload) {
         if (state.type === "OR") return
         hlc.update(payload.L.timestamp)
@@ -203,7 +220,6 @@ export const makePostgresCluster = (opts: PostgresClusterOptions) =>
 
     /** Re-applies the stored state of every loaded map (after change rows were lost to trimming). */
     const resyncLoadedMaps = Effect.gen(function*() {
-      resyncs++
       for (const state of [...maps.all()]) {
         const loaded = yield* storage.loadMap(state.name).pipe(Effect.either)
         if (loaded._tag === "Left") {
@@ -215,6 +231,7 @@ export const makePostgresCluster = (opts: PostgresClusterOptions) =>
         for (const r of m.orRecords) maps.applyOrAdd(state, r.key, r.record, { origin: "remote" })
         for (const r of m.lww) maps.applyLww(state, r.key, r.record, { origin: "remote" })
       }
+      resyncs++
     })
 
     /** One read pass over the partitions that have news; returns true when more rows may be waiting. */
@@ -229,6 +246,7 @@ export const makePostgresCluster = (opts: PostgresClusterOptions) =>
       const blocked = new Set<number>()
       let needResync = false
       const messages: Array<Inbound> = []
+      const grants: Array<LockGrant> = []
       const now = Date.now()
       for (const r of rows) {
         const p = Number(r[0])
@@ -266,6 +284,14 @@ export const makePostgresCluster = (opts: PostgresClusterOptions) =>
           if (decoded._tag === "Right") messages.push({ from, message: decoded.right })
           continue
         }
+        if ("g" in payload) {
+          if (target === self) grants.push(payload.g)
+          continue
+        }
+        if (!isMapChange(payload)) {
+          yield* Effect.logWarning(`cluster: malformed change row ${p}/${seq} from ${from}`)
+          continue
+        }
         const state = maps.peek(payload.m) ?? (yield* maps.get(payload.m).pipe(Effect.orElseSucceed(() => undefined)))
         // A map that cannot be loaded now will be loaded (with this change) from the database later.
         if (state !== undefined) applyMapChange(payload, state)
@@ -278,6 +304,7 @@ export const makePostgresCluster = (opts: PostgresClusterOptions) =>
       }
       if (needResync) yield* resyncLoadedMaps
       if (messages.length > 0) yield* PubSub.publishAll(hub, messages)
+      if (grants.length > 0) yield* PubSub.publishAll(grantHub, grants)
       return more
     })
 
@@ -396,8 +423,13 @@ export const makePostgresCluster = (opts: PostgresClusterOptions) =>
           `WHERE n.heartbeat_at > ${DB_NOW} - $1 AND cardinality(n.cursors) = ${FEED_PARTITIONS} GROUP BY g) m ` +
           `WHERE c.partition_id = m.partition_id AND c.seq <= m.upto AND c.created_at < $2 ` +
           `AND EXISTS (SELECT 1 FROM ${T.clusterLeader} WHERE id = 1 AND epoch = $3 AND node_id = $4)`,
-        [opts.heartbeatTimeoutMs, Date.now() - CHANGE_RETENTION_MS, leaderEpoch, self]
-      )
+        [opts.heartbeatTimeoutMs, Date.now() - (opts.changeRetentionMs ?? CHANGE_RETENTION_MS), leaderEpoch, self]
+      ).pipe(Effect.zipRight(unsafe(
+        // Rows of nodes gone for a day: nobody waits for them any more.
+        `DELETE FROM ${T.clusterNodes} WHERE heartbeat_at < ${DB_NOW} - 86400000 ` +
+          `AND EXISTS (SELECT 1 FROM ${T.clusterLeader} WHERE id = 1 AND epoch = $1 AND node_id = $2)`,
+        [leaderEpoch, self]
+      )))
     )
 
     let beats = 0
@@ -415,9 +447,20 @@ export const makePostgresCluster = (opts: PostgresClusterOptions) =>
       ).values
       const endpoints: Array<MemberEndpoint> = nodeRows.map((r) => ({ nodeId: String(r[0]), url: String(r[1]) }))
       const members = endpoints.map((e) => e.nodeId)
-      const leaderRows = yield* unsafe(`SELECT node_id, epoch FROM ${T.clusterLeader} WHERE id = 1`, []).values
+      const leaderRows = yield* unsafe(`SELECT node_id, epoch, members_version, members FROM ${T.clusterLeader} WHERE id = 1`, []).values
       const leaderRow = { nodeId: leaderRows[0]?.[0] == null ? undefined : String(leaderRows[0][0]), epoch: Number(leaderRows[0]?.[1] ?? 0) }
+      let membersVersion = Number(leaderRows[0]?.[2] ?? 0)
       yield* leadership(leaderRow, members)
+      // The partition map's version is one number for the whole cluster: the leader bumps it (as a leader
+      // action, epoch-guarded) whenever the member set it sees differs from the recorded one.
+      const memberList = members.join(",")
+      if (isLeader && String(leaderRows[0]?.[3] ?? "") !== memberList) {
+        const bumped = yield* unsafe(
+          `UPDATE ${T.clusterLeader} SET members_version = members_version + 1, members = $1 WHERE id = 1 AND epoch = $2 AND node_id = $3 RETURNING members_version`,
+          [memberList, leaderEpoch, self]
+        ).values
+        if (bumped.length > 0) membersVersion = Number(bumped[0]![0])
+      }
       const epoch = isLeader ? leaderEpoch : leaderRow.epoch
       const leader = isLeader ? self : leaderRow.nodeId !== undefined && members.includes(leaderRow.nodeId) ? leaderRow.nodeId : undefined
       const current = yield* SubscriptionRef.get(membership)
@@ -427,9 +470,9 @@ export const makePostgresCluster = (opts: PostgresClusterOptions) =>
       const dir = yield* SubscriptionRef.get(directory)
       const same = dir.members.length === endpoints.length &&
         dir.members.every((m, i) => m.nodeId === endpoints[i]!.nodeId && m.url === endpoints[i]!.url)
-      if (!same) yield* SubscriptionRef.set(directory, { version: ++directoryVersion, members: endpoints })
+      if (!same || dir.version !== membersVersion) yield* SubscriptionRef.set(directory, { version: membersVersion, members: endpoints })
       beats++
-      if (isLeader && beats % 10 === 0) yield* trimChanges
+      if (isLeader && beats % (opts.trimEveryBeats ?? 10) === 0) yield* trimChanges
     })
 
     // ---- start: cursors at the end of the feed, join, then the loops ----
@@ -437,6 +480,12 @@ export const makePostgresCluster = (opts: PostgresClusterOptions) =>
       Effect.mapError(failed(`Cannot read the change feed of ${where} (is it migrated?)`))
     )
     for (const r of ends) cursors[Number(r[0])] = Number(r[1])
+    // A previous run of this node id took its connections with it: their locks expire now (the sweep then
+    // grants the waiters) and their queued requests go.
+    yield* Effect.all([
+      unsafe(`UPDATE ${T.locks} SET expires_at = 0 WHERE owner_node = $1`, [self]),
+      unsafe(`DELETE FROM ${T.lockQueue} WHERE node_id = $1`, [self])
+    ]).pipe(Effect.mapError(failed(`Cannot clear the locks of a previous run on ${where}`)))
     yield* ensureListener
     yield* heartbeat.pipe(Effect.mapError(failed(`Cannot join the cluster on ${where}`)))
 
@@ -480,6 +529,17 @@ export const makePostgresCluster = (opts: PostgresClusterOptions) =>
     return Context.make(Cluster, service)
       .pipe(Context.add(ClusterDirectory, { current: SubscriptionRef.get(directory), changes: directory.changes }))
       .pipe(Context.add(PostgresClusterInfo, { status }))
+      .pipe(Context.add(ClusterLockAuthority, {
+        make: (settings) =>
+          makePostgresLockAuthority({
+            sql,
+            nodeId: self,
+            settings,
+            heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
+            onError: (what, e) => Effect.logWarning(`cluster: ${what} failed`, describeCause(e))
+          }),
+        remoteGrants: Stream.fromPubSub(grantHub)
+      }))
   })
 
 /**
@@ -493,7 +553,7 @@ export const layerPostgresCluster = (settings: {
   readonly clusterHeartbeatTimeoutMs: number
   readonly publicUrl: string | undefined
   readonly host: string
-}): Layer.Layer<Cluster | ClusterDirectory | PostgresClusterInfo, StorageError, Maps | Storage | Hlc | ServerInfo> =>
+}, tuning: Pick<PostgresClusterOptions, "changeRetentionMs" | "trimEveryBeats"> = {}): Layer.Layer<Cluster | ClusterDirectory | PostgresClusterInfo | ClusterLockAuthority, StorageError, Maps | Storage | Hlc | ServerInfo> =>
   Layer.scopedContext(Effect.gen(function*() {
     const info = yield* ServerInfo
     const derivedUrl = (): string => {
@@ -507,6 +567,7 @@ export const layerPostgresCluster = (settings: {
       nodeId: settings.nodeId,
       heartbeatMs: settings.clusterHeartbeatMs,
       heartbeatTimeoutMs: settings.clusterHeartbeatTimeoutMs,
-      publicUrl: derivedUrl
+      publicUrl: derivedUrl,
+      ...tuning
     })
   }))

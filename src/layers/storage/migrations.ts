@@ -79,7 +79,8 @@ export const migrations: ReadonlyArray<Migration> = [
         node_id TEXT COLLATE "C" NOT NULL PRIMARY KEY, url TEXT NOT NULL, started_at BIGINT NOT NULL,
         heartbeat_at BIGINT NOT NULL, cursors BIGINT[] NOT NULL DEFAULT '{}')`,
       `CREATE TABLE ${T.clusterLeader} (
-        id INT NOT NULL PRIMARY KEY CHECK (id = 1), node_id TEXT COLLATE "C", epoch BIGINT NOT NULL, since BIGINT NOT NULL)`,
+        id INT NOT NULL PRIMARY KEY CHECK (id = 1), node_id TEXT COLLATE "C", epoch BIGINT NOT NULL, since BIGINT NOT NULL,
+        members_version BIGINT NOT NULL DEFAULT 0, members TEXT NOT NULL DEFAULT '')`,
       `INSERT INTO ${T.clusterLeader} (id, node_id, epoch, since) VALUES (1, NULL, 0, 0)`,
       `CREATE SEQUENCE tessera_lock_fence`,
       `CREATE TABLE ${T.locks} (

@@ -172,8 +172,20 @@ const rowIdentity = (m: StorageMutation): string => {
   }
 }
 
-/** Splits the batch into runs of one mutation kind with distinct rows; runs keep batch order. */
+/**
+ * Splits the batch into runs of one mutation kind with distinct rows; runs keep batch order. Inside a run
+ * the rows are sorted by identity (order is free there: the rows are distinct), so writers sharing one
+ * database lock rows in one order and rarely deadlock.
+ */
 const runs = (batch: ReadonlyArray<StorageMutation>): Array<Array<StorageMutation>> => {
+  const out = unsortedRuns(batch)
+  for (const run of out) {
+    if (run.length > 1) run.sort((a, b) => (rowIdentity(a) < rowIdentity(b) ? -1 : rowIdentity(a) > rowIdentity(b) ? 1 : 0))
+  }
+  return out
+}
+
+const unsortedRuns = (batch: ReadonlyArray<StorageMutation>): Array<Array<StorageMutation>> => {
   const out: Array<Array<StorageMutation>> = []
   let current: Array<StorageMutation> = []
   let tag: Tag | undefined
