@@ -225,6 +225,35 @@ export const nextFrame = (rng: Rng): FuzzFrame => {
   return { data: safePack(envelope), text: false }
 }
 
+/** The wrong-typed values the exhaustive sweep puts into every field. */
+const SWEEP_VALUES: ReadonlyArray<unknown> = [
+  null, true, 0, -1, 1.5, NaN, 2 ** 64, "", "str", [], [1, "a"], {}, { nested: { x: 1 } },
+  undefined, "z".repeat(64 * 1024), nest(300, 0, false)
+]
+
+/**
+ * Every field of every sample message replaced by each of `SWEEP_VALUES` (one field at a time), and every
+ * field deleted: the deterministic part of the fuzz run, sent before the random frames.
+ */
+export function* sweepFrames(): Generator<FuzzFrame> {
+  for (const sample of SAMPLES) {
+    const count = positions(sample).length
+    for (let i = 0; i < count; i++) {
+      for (let v = 0; v <= SWEEP_VALUES.length; v++) {
+        const msg = clone(sample)
+        const spot = positions(msg)[i]!
+        if (v === SWEEP_VALUES.length) {
+          if (Array.isArray(spot.parent)) spot.parent.splice(spot.key as number, 1)
+          else delete (spot.parent as Record<string, unknown>)[spot.key as string]
+        } else {
+          (spot.parent as Record<string | number, unknown>)[spot.key] = SWEEP_VALUES[v]
+        }
+        yield { data: safePack(msg), text: false }
+      }
+    }
+  }
+}
+
 /**
  * Frames to send: fresh from `nextFrame`, or (with `poolSize`) drawn from a pool of generated frames with
  * a fresh cheap byte mutation on about half of the draws. The pool keeps the in-suite run within its time
@@ -268,6 +297,8 @@ export interface FuzzOptions {
 
 export interface FuzzStats {
   framesSent: number
+  /** Frames of the exhaustive every-field sweep (part of framesSent). */
+  sweepFrames: number
   bytesSent: number
   elapsedMs: number
   connectionsOpened: number
@@ -368,7 +399,7 @@ let barrierSeq = 0
 export const runFuzz = async (options: FuzzOptions): Promise<FuzzStats> => {
   const chunk = options.chunk ?? 200
   const stats: FuzzStats = {
-    framesSent: 0, bytesSent: 0, elapsedMs: 0, connectionsOpened: 0, closes: {}, errors: {}, internalErrors: 0,
+    framesSent: 0, sweepFrames: 0, bytesSent: 0, elapsedMs: 0, connectionsOpened: 0, closes: {}, errors: {}, internalErrors: 0,
     stalledBarriers: 0, ledgerAcked: 0, ledgerLost: 0, healthy: false
   }
   const token = await options.token()
@@ -380,6 +411,20 @@ export const runFuzz = async (options: FuzzOptions): Promise<FuzzStats> => {
     if (m.payload?.code === 500 && m.payload?.message === "Internal Error") stats.internalErrors++
   }
   let remaining = options.frames
+  const sweep = sweepFrames()
+  let sweepDone = false
+  /** The sweep first (shared by the authenticated connections), then random frames. */
+  const nextOf = (random: () => FuzzFrame, authed: boolean): FuzzFrame => {
+    if (!sweepDone && authed) {
+      const r = sweep.next()
+      if (r.done !== true) {
+        stats.sweepFrames++
+        return r.value
+      }
+      sweepDone = true
+    }
+    return random()
+  }
   let ledgerWrite = (): void => {}
   const worker = async (index: number) => {
     const rng = new Rng(options.seed * 1000 + index)
@@ -403,7 +448,7 @@ export const runFuzz = async (options: FuzzOptions): Promise<FuzzStats> => {
         const n = Math.min(chunk, remaining)
         remaining -= n
         for (let i = 0; i < n; i++) {
-          const frame = next()
+          const frame = nextOf(next, authed)
           // An unauthenticated connection that sends a mutated AUTH is closed 4001; keep most of them going.
           peer.send(frame.data, frame.text)
           stats.framesSent++

@@ -1,33 +1,9 @@
-import { Effect, Layer, Option, PubSub, Schema, Stream, SubscriptionRef } from "effect"
-import { TimestampSchema } from "../protocol/schema.js"
+import { Effect, Layer, Option, PubSub, Stream, SubscriptionRef } from "effect"
+import type { ClusterMessage } from "./cluster/messages.js"
+import { layerPostgresCluster } from "./cluster/postgres.js"
 import { ServerConfig } from "./ServerConfig.js"
 
-/**
- * Node-to-node messages (architecture.md "Seams"). A Schema union so every transport (in-memory
- * simulation, PostgreSQL change rows) encodes and validates them the same way; new subsystems add
- * members here.
- */
-export const GcReport = Schema.TaggedStruct("GcReport", {
-  /** Round identifier chosen by the reporting node's view of the leader epoch. */
-  epoch: Schema.Number,
-  minHlc: TimestampSchema
-})
-export const GcCommit = Schema.TaggedStruct("GcCommit", {
-  epoch: Schema.Number,
-  safeTimestamp: TimestampSchema
-})
-export const TopicPublish = Schema.TaggedStruct("TopicPublish", {
-  topic: Schema.String,
-  data: Schema.Unknown,
-  publisherId: Schema.String
-})
-export const CounterState = Schema.TaggedStruct("CounterState", {
-  name: Schema.String,
-  p: Schema.Record({ key: Schema.String, value: Schema.Number }),
-  n: Schema.Record({ key: Schema.String, value: Schema.Number })
-})
-export const ClusterMessage = Schema.Union(GcReport, GcCommit, TopicPublish, CounterState)
-export type ClusterMessage = typeof ClusterMessage.Type
+export { ClusterMessage, CounterState, GcCommit, GcReport, TopicPublish } from "./cluster/messages.js"
 
 export interface Inbound {
   readonly from: string
@@ -63,8 +39,9 @@ export interface ClusterService {
 
 /**
  * The cluster seam. GC consensus, topics, counters and locks see only this interface; the layers are
- * `Cluster.layerSingleNode` (default: one member, itself, the leader) and, for tests, an in-memory
- * simulation of N nodes (see `cluster/simulated.ts`).
+ * `Cluster.layerSingleNode` (default: one member, itself, the leader), `Cluster.layerPostgres` (several
+ * nodes sharing one PostgreSQL, `--cluster postgres`) and, for tests, an in-memory simulation of N nodes
+ * (`cluster/simulated.ts`).
  */
 export class Cluster extends Effect.Tag("tessera/Cluster")<Cluster, ClusterService>() {
   /** One member: this node, always the leader (epoch 1). Messages sent to itself are delivered. */
@@ -85,6 +62,11 @@ export class Cluster extends Effect.Tag("tessera/Cluster")<Cluster, ClusterServi
       } satisfies ClusterService
     })
   )
+
+  /** Several nodes on one PostgreSQL (cluster/postgres.ts). A getter: the two modules import each other. */
+  static get layerPostgres(): typeof layerPostgresCluster {
+    return layerPostgresCluster
+  }
 }
 
 /** True when `nodeId` is the leader of `view`. */

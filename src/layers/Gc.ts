@@ -16,9 +16,11 @@
  * recovers from its failure (typed below) with a log line, so one bad round never stops GC.
  */
 import { Data, Effect, Option, Schedule, Stream } from "effect"
+import { partitionId } from "../crdt/hash.js"
 import { compareTimestamps } from "../crdt/hlc.js"
 import type { LWWRecord, Timestamp } from "../crdt/types.js"
 import { Cluster, type Membership } from "./Cluster.js"
+import { assignPartitions, ClusterDirectory } from "./cluster/partition-map.js"
 import { Connections } from "./Connections.js"
 import { Hlc } from "./Hlc.js"
 import { type MapState, Maps } from "./Maps.js"
@@ -104,6 +106,7 @@ const make = Effect.gen(function* () {
   const writeBehind = yield* WriteBehind
   const storage = yield* Storage
   const metrics = Option.getOrUndefined(yield* Effect.serviceOption(MetricsRegistry))
+  const directory = Option.getOrUndefined(yield* Effect.serviceOption(ClusterDirectory))
   const self = cluster.nodeId
   const durable = storage.durable
   const { gcAgeMs } = config
@@ -343,6 +346,10 @@ const make = Effect.gen(function* () {
 
   /** Converts expired records to tombstones, `GC_CHUNK` per synchronous slice. */
   const sweep: Effect.Effect<void, GcSweepFailed> = Effect.gen(function* () {
+    // In a cluster every node holds every map: only the owner of a key's partition converts it, so an
+    // expiry produces one tombstone and one REMOVE event, not one per node.
+    const owners = directory === undefined ? undefined : assignPartitions((yield* directory.current).members.map((m) => m.nodeId))
+    const owns = (key: string) => owners === undefined || owners.length === 0 || owners[partitionId(key)] === self
     for (const state of Array.from(maps.all())) {
       const now = hlc.wallMillis()
       const lww = state.lww.expiredEntries(now)
@@ -351,6 +358,7 @@ const make = Effect.gen(function* () {
           const end = Math.min(lww.length, start + GC_CHUNK)
           for (let i = start; i < end; i++) {
             const [key, stored] = lww[i]!
+            if (!owns(key)) continue
             // A write may have replaced the record since the scan; the tombstone is for this version only.
             if (state.lww.get(key)?.record !== stored.record) continue
             const tombstone: LWWRecord = {
@@ -368,7 +376,7 @@ const make = Effect.gen(function* () {
           const end = Math.min(or.length, start + GC_CHUNK)
           for (let i = start; i < end; i++) {
             const stored = or[i]!
-            if (state.or.isTombstoned(stored.record.tag)) continue
+            if (!owns(stored.key) || state.or.isTombstoned(stored.record.tag)) continue
             if (maps.applyOrTombstone(state, stored.key, stored.record.tag, { origin: "ttl" }) !== undefined) ttlExpired++
           }
         })

@@ -12,13 +12,14 @@ import { encodeMessage, jsonDepthExceeds, scanMsgpack, ScanStatus, stripUndefine
 import { decodeHttpSyncRequest } from "../protocol/decode.js"
 import type { HttpSyncRequest } from "../protocol/schema.js"
 import { lastScanHadUndefined } from "../protocol/scan.js"
-import { compileQuery, runQuery } from "../query/index.js"
+import { compileQuery, runQuery, unreadableFields } from "../query/index.js"
 import { anonymousPrincipal, Auth, type Principal } from "./Auth.js"
 import { Cluster } from "./Cluster.js"
 import { Hlc } from "./Hlc.js"
 import { Maps } from "./Maps.js"
 import { Operations, type OpResult } from "./Operations.js"
 import { isIdentityFilter, Security } from "./Security.js"
+import { Sessions } from "./Sessions.js"
 import { ServerConfig } from "./ServerConfig.js"
 import { Transport } from "./Transport.js"
 
@@ -213,6 +214,7 @@ export class HttpSync extends Effect.Service<HttpSync>()("tessera/HttpSync", {
     const auth = yield* Auth
     const security = yield* Security
     const operations = yield* Operations
+    const sessions = yield* Sessions
     const maps = yield* Maps
     const hlcService = yield* Hlc
     const hlc = hlcService.clock
@@ -268,6 +270,14 @@ export class HttpSync extends Effect.Service<HttpSync>()("tessera/HttpSync", {
           errors.push(accessDenied(q.mapName, q.queryId))
           return undefined
         }
+        const readable = security.readable(principal, q.mapName)
+        if (readable._tag === "Fields") {
+          const hidden = unreadableFields(q.filter !== undefined && q.filter !== null ? { where: q.filter } : {}, readable.fields)
+          if (hidden.length > 0) {
+            errors.push({ code: 403, message: `Query references fields you may not read: ${hidden.join(", ")}`, context: q.queryId })
+            return undefined
+          }
+        }
         // `offset` is applied after sort and cursor: the window is widened by it, then sliced.
         const offset = q.offset !== undefined && q.offset > 0 ? q.offset : 0
         const compiled = compileQuery({
@@ -305,7 +315,13 @@ export class HttpSync extends Effect.Service<HttpSync>()("tessera/HttpSync", {
       const ops = request.operations ?? []
       if (ops.length > 0) {
         const withIds = withDefaultIds(ops)
-        const outcome = yield* operations.processOps({ principal, origin: "http" }, withIds, undefined, undefined)
+        // The same server-wide in-flight write limit as WebSocket batches (behavior.md §3.9).
+        if (!(yield* sessions.inFlight.acquire(config.batchAdmissionWaitMs))) {
+          return yield* new HttpFailure({ status: 429, body: { error: "server overloaded, try again later" } })
+        }
+        const outcome = yield* operations.processOps({ principal, origin: "http" }, withIds, undefined, undefined).pipe(
+          Effect.ensuring(Effect.sync(() => sessions.inFlight.release()))
+        )
         for (const refusal of outcome.refusals) {
           errors.push(refusal.opId !== undefined
             ? { code: refusal.code, message: refusal.reason, context: refusal.opId }

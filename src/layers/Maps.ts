@@ -215,9 +215,21 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       return Deferred.await(deferred)
     }
 
+    /**
+     * The map if it is loaded, after waiting for a load in progress; undefined when nobody touched it
+     * (a later load reads the shared store, which already holds every committed change).
+     */
+    const peekOrLoading = (name: string): Effect.Effect<MapState | undefined> => {
+      const existing = maps.get(name)
+      if (existing !== undefined) return Effect.succeed(existing)
+      const pending = loading.get(name)
+      return pending === undefined ? Effect.succeed(undefined) : Effect.orElseSucceed(Deferred.await(pending), () => undefined)
+    }
+
     return {
       durable,
       get,
+      peekOrLoading,
       peek: (name: string): MapState | undefined => maps.get(name),
       all: (): IterableIterator<MapState> => maps.values(),
       visibleValue,

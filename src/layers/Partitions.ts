@@ -1,6 +1,7 @@
-import { Effect } from "effect"
+import { Effect, Option, Stream } from "effect"
 import { PARTITION_COUNT } from "../crdt/hash.js"
-import type { Connection } from "./Connections.js"
+import { ClusterDirectory, type Directory, partitionMapPayload } from "./cluster/partition-map.js"
+import { type Connection, Connections } from "./Connections.js"
 import { ServerConfig } from "./ServerConfig.js"
 
 /**
@@ -20,14 +21,16 @@ export class ServerInfo extends Effect.Service<ServerInfo>()("tessera/ServerInfo
 }) {}
 
 /**
- * The partition map (protocol.md §3.13, §4.8). A single node owns all 271 partitions; the map only tells
- * clients where to connect. Version 1 until cluster membership changes it.
+ * The partition map (protocol.md §3.13, §4.8). A single node owns all 271 partitions (version 1). In a
+ * cluster the directory of live members assigns them by rendezvous hashing; every new version is pushed to
+ * all authenticated clients. The map only spreads load: any node serves any key.
  */
 export class Partitions extends Effect.Service<Partitions>()("tessera/Partitions", {
-  effect: Effect.gen(function* () {
+  scoped: Effect.gen(function* () {
     const config = yield* ServerConfig
     const info = yield* ServerInfo
-    const version = 1
+    const connections = yield* Connections
+    const directory = Option.getOrUndefined(yield* Effect.serviceOption(ClusterDirectory))
 
     const websocketUrl = (): string => {
       if (config.publicUrl !== undefined) return config.publicUrl
@@ -35,12 +38,12 @@ export class Partitions extends Effect.Service<Partitions>()("tessera/Partitions
       return `ws://${host}:${info.port()}/ws`
     }
 
-    const partitionMap = () => {
+    const singleNodeMap = () => {
       const url = websocketUrl()
       const partitions = new Array(PARTITION_COUNT)
       for (let i = 0; i < PARTITION_COUNT; i++) partitions[i] = { partitionId: i, ownerNodeId: config.nodeId, backupNodeIds: [] }
       return {
-        version,
+        version: 1,
         partitionCount: PARTITION_COUNT,
         nodes: [{ nodeId: config.nodeId, endpoints: { websocket: url, http: url.replace(/^ws/, "http").replace(/\/ws$/, "") }, status: "ACTIVE" }],
         partitions,
@@ -48,10 +51,29 @@ export class Partitions extends Effect.Service<Partitions>()("tessera/Partitions
       }
     }
 
+    let current: Directory | undefined = directory === undefined ? undefined : yield* directory.current
+    if (directory !== undefined) {
+      yield* directory.changes.pipe(
+        Stream.runForEach((next) =>
+          Effect.sync(() => {
+            if (current !== undefined && next.version === current.version) return
+            current = next
+            const message = { type: "PARTITION_MAP", payload: partitionMapPayload(next, Date.now()) }
+            for (const c of connections.all()) if (c.principal !== undefined) c.send(message)
+          })
+        ),
+        Effect.catchAllCause((cause) => Effect.logWarning("partition map updates stopped", cause)),
+        Effect.forkScoped
+      )
+    }
+
+    const version = (): number => current?.version ?? 1
+    const partitionMap = () => (current === undefined ? singleNodeMap() : partitionMapPayload(current, Date.now()))
+
     /** PARTITION_MAP_REQUEST: answered only when the client's version is older than ours. */
     const request = (c: Connection, currentVersion: number | undefined) =>
       Effect.sync(() => {
-        if ((currentVersion ?? 0) < version) c.send({ type: "PARTITION_MAP", payload: partitionMap() })
+        if ((currentVersion ?? 0) < version()) c.send({ type: "PARTITION_MAP", payload: partitionMap() })
       })
 
     return { request, partitionMap, websocketUrl } as const

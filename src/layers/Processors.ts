@@ -92,6 +92,10 @@ export class Processors extends Effect.Service<Processors>()("tessera/Processors
     const admit = (c: Connection, mapName: string, p: ProcessorDef) =>
       Effect.gen(function* () {
         if (!security.checkPermission(c.principal!, mapName, "PUT")) return { error: `Access Denied for map ${mapName}` } as const
+        // A processor computes over the whole stored value: field-level security would leak through `result`.
+        if (security.readable(c.principal!, mapName)._tag !== "All") {
+          return { error: `Access Denied for map ${mapName}: entry processors need read access to every field` } as const
+        }
         const invalid = validate(p)
         if (invalid !== undefined) return { error: invalid } as const
         const checked = yield* Effect.either(sandbox.validateCode(p.code, 10_000, "processor"))

@@ -1,5 +1,5 @@
 import { Effect } from "effect"
-import { compileQuery, type CompiledQuery, LiveQuery, runQuery, SubscriptionIndex } from "../query/index.js"
+import { compileQuery, type CompiledQuery, LiveQuery, runQuery, SubscriptionIndex, unreadableFields } from "../query/index.js"
 import { encodeMessage } from "../protocol/codec.js"
 import { type Change, ChangeStage, Changes } from "./Changes.js"
 import { type Connection, Connections } from "./Connections.js"
@@ -79,6 +79,11 @@ export class Queries extends Effect.Service<Queries>()("tessera/Queries", {
         const query = payload.query as { groupBy?: unknown; aggregations?: unknown } | null
         if (query !== null && typeof query === "object" && (query.groupBy !== undefined || query.aggregations !== undefined)) {
           return respondError(c, queryId, "Aggregation queries are not available on this server", "FEATURE_DISABLED")
+        }
+        const readable = security.readable(c.principal!, mapName)
+        if (readable._tag === "Fields") {
+          const hidden = unreadableFields(payload.query, readable.fields)
+          if (hidden.length > 0) return respondError(c, queryId, `Query references fields you may not read: ${hidden.join(", ")}`, "ACCESS_DENIED")
         }
         const compiled = compileQuery(payload.query)
         if (!compiled.ok) return respondError(c, queryId, compiled.error, "INVALID_QUERY")

@@ -159,6 +159,10 @@ export class Resolvers extends Effect.Service<Resolvers>()("tessera/Resolvers", 
         const type = "REGISTER_RESOLVER_RESPONSE"
         const { name, code, keyPattern } = m.resolver
         if (!security.checkPermission(c.principal!, m.mapName, "PUT")) return respond(c, type, m.requestId, `Access Denied for map ${m.mapName}`)
+        // Resolver code sees whole stored values and its reject reasons reach writers: FLS would leak.
+        if (security.readable(c.principal!, m.mapName)._tag !== "All") {
+          return respond(c, type, m.requestId, `Access Denied for map ${m.mapName}: resolvers need read access to every field`)
+        }
         if (name.length < 1 || name.length > 100) return respond(c, type, m.requestId, "Invalid resolver: name must be 1-100 characters")
         if (name.startsWith("builtin:")) return respond(c, type, m.requestId, "Invalid resolver: built-in resolvers are configured on the server")
         if (code.length > 50_000) return respond(c, type, m.requestId, "Invalid resolver: code must be at most 50000 characters")

@@ -3,7 +3,6 @@ import { FullTextIndex, LiveSearch, type SearchOptions, tokenize } from "../sear
 import type { Principal } from "./Auth.js"
 import { type Change, ChangeStage, Changes } from "./Changes.js"
 import { type Connection, Connections } from "./Connections.js"
-import type { HttpSyncError, HttpSyncSearchRequest, HttpSyncSearchResult } from "./HttpSync.js"
 import { Maps, type MapState } from "./Maps.js"
 import { Security } from "./Security.js"
 import { ServerConfig } from "./ServerConfig.js"
@@ -13,12 +12,19 @@ interface SearchSubscription {
   readonly connection: Connection
   readonly mapName: string
   readonly live: LiveSearch
+  /** The index this subscriber may search (its readable fields only). */
+  readonly index: FullTextIndex
 }
 
 interface SearchPayload {
   readonly mapName: string
   readonly query: string
   readonly options?: { readonly limit?: number | undefined; readonly minScore?: number | undefined; readonly boost?: Readonly<Record<string, number>> | undefined } | undefined
+}
+
+/** A one-shot search of HTTP sync (protocol.md §3.12 `searches[]`). */
+interface OneShotSearch extends SearchPayload {
+  readonly searchId: string
 }
 
 /** Search options without absent keys (exactOptionalPropertyTypes) and with sane bounds. */
@@ -41,16 +47,29 @@ export class Search extends Effect.Service<Search>()("tessera/Search", {
     const connections = yield* Connections
     const security = yield* Security
 
-    const indexes = new Map<string, FullTextIndex>()
+    /**
+     * Per map, one index per distinct set of searchable fields: the default (configured fields, or every
+     * top-level string) and, for principals whose field-level security hides fields, an index over their
+     * readable fields only — so a search can neither match nor rank by a field the reader cannot see.
+     */
+    const indexes = new Map<string, Map<string, FullTextIndex>>()
     const byMap = new Map<string, Map<string, SearchSubscription>>()
     const byConnection = new Map<string, Map<string, SearchSubscription>>()
 
-    const indexOf = (state: MapState): FullTextIndex => {
-      let index = indexes.get(state.name)
+    const indexOf = (state: MapState, principal: Principal): FullTextIndex => {
+      const configured = config.fullTextSearch[state.name]?.fields
+      const readable = security.readable(principal, state.name)
+      const fields = readable._tag !== "Fields"
+        ? configured
+        : (configured ?? [...readable.fields]).filter((f) => readable.fields.has(f)).sort()
+      const fieldsKey = fields === undefined ? "" : `fields:${fields.join("\u0000")}`
+      let forMap = indexes.get(state.name)
+      if (forMap === undefined) indexes.set(state.name, forMap = new Map())
+      let index = forMap.get(fieldsKey)
       if (index === undefined) {
-        index = new FullTextIndex(config.fullTextSearch[state.name]?.fields)
+        index = new FullTextIndex(fields)
         for (const row of maps.rows(state)) index.upsert(row.key, row.value)
-        indexes.set(state.name, index)
+        forMap.set(fieldsKey, index)
       }
       return index
     }
@@ -78,10 +97,10 @@ export class Search extends Effect.Service<Search>()("tessera/Search", {
           c.send({ type: "SEARCH_RESP", payload: { requestId, results: [], totalCount: 0, error: `Failed to load map ${p.mapName}` } })
           return undefined
         }
-        const index = indexOf(state.right)
+        const index = indexOf(state.right, c.principal!)
         const results = resultsOf(c.principal!, state.right, index, p.query, optionsOf(p.options))
         c.send({ type: "SEARCH_RESP", payload: { requestId, results, totalCount: results.length } })
-        return { state: state.right, results }
+        return { state: state.right, results, index }
       })
 
     const search = (c: Connection, p: SearchPayload & { readonly requestId: string }) => Effect.asVoid(run(c, p.requestId, p))
@@ -102,7 +121,8 @@ export class Search extends Effect.Service<Search>()("tessera/Search", {
           id: p.subscriptionId,
           connection: c,
           mapName: p.mapName,
-          live: new LiveSearch(tokenize(p.query), options.minScore !== undefined ? { minScore: options.minScore } : {}, initial.results)
+          live: new LiveSearch(tokenize(p.query), options.minScore !== undefined ? { minScore: options.minScore } : {}, initial.results),
+          index: initial.index
         }
         let forMap = byMap.get(p.mapName)
         if (forMap === undefined) byMap.set(p.mapName, forMap = new Map())
@@ -121,18 +141,18 @@ export class Search extends Effect.Service<Search>()("tessera/Search", {
       })
 
     const onChange = (change: Change): void => {
-      const index = indexes.get(change.mapName)
-      if (index === undefined) return
-      if (change.after === undefined) index.remove(change.key)
-      else index.upsert(change.key, change.after)
+      const forMap = indexes.get(change.mapName)
+      if (forMap === undefined) return
+      for (const index of forMap.values()) {
+        if (change.after === undefined) index.remove(change.key)
+        else index.upsert(change.key, change.after)
+      }
       const subs = byMap.get(change.mapName)
       if (subs === undefined || subs.size === 0) return
       for (const sub of subs.values()) {
-        const update = sub.live.onChange(change.key, change.after, index)
+        const update = sub.live.onChange(change.key, change.after, sub.index)
         if (update === undefined) continue
-        const value = update.changeType === "LEAVE"
-          ? (change.after === undefined ? null : security.filterValue(sub.connection.principal!, change.mapName, change.after))
-          : security.filterValue(sub.connection.principal!, change.mapName, change.after)
+        const value = change.after === undefined ? null : security.filterValue(sub.connection.principal!, change.mapName, change.after)
         sub.connection.send({
           type: "SEARCH_UPDATE",
           payload: { subscriptionId: sub.id, key: change.key, value, score: update.score, matchedTerms: update.matchedTerms, changeType: update.changeType }
@@ -155,7 +175,10 @@ export class Search extends Effect.Service<Search>()("tessera/Search", {
       subscribe,
       unsubscribe,
       /** One-shot search for HTTP sync (same rules as SEARCH). */
-      searchFor: (principal: Principal, request: HttpSyncSearchRequest): Effect.Effect<HttpSyncSearchResult, HttpSyncError> =>
+      searchFor: (
+        principal: Principal,
+        request: OneShotSearch
+      ): Effect.Effect<{ searchId: string; results: ReadonlyArray<unknown>; totalCount: number }, { code: number; message: string; context: string }> =>
         Effect.gen(function* () {
           if (!security.checkPermission(principal, request.mapName, "READ")) {
             return yield* Effect.fail({ code: 403, message: `Access denied for map: ${request.mapName}`, context: request.searchId })
@@ -163,7 +186,7 @@ export class Search extends Effect.Service<Search>()("tessera/Search", {
           const state = yield* maps.get(request.mapName).pipe(
             Effect.mapError(() => ({ code: 500, message: `Failed to load map ${request.mapName}`, context: request.searchId }))
           )
-          const results = resultsOf(principal, state, indexOf(state), request.query, optionsOf(request.options))
+          const results = resultsOf(principal, state, indexOf(state, principal), request.query, optionsOf(request.options))
           return { searchId: request.searchId, results, totalCount: results.length }
         }),
       indexedMaps: (): number => indexes.size

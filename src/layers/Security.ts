@@ -57,14 +57,16 @@ export const makeSecurity = (policies: ReadonlyArray<SecurityPolicy>) => {
     return false
   }
 
-  const filterCache = new Map<string, ValueFilter>()
+  /** What a principal may read of a map's values: everything, nothing, or only some top-level fields. */
+  type Readable = { readonly _tag: "All" } | { readonly _tag: "None" } | { readonly _tag: "Fields"; readonly fields: ReadonlySet<string> }
+  const ALL: Readable = { _tag: "All" }
+  const NONE: Readable = { _tag: "None" }
+  const usesUserId = policies.some((p) => p.mapNamePattern.includes("{userId}"))
+  const readableCache = new Map<string, { readonly readable: Readable; readonly filter: ValueFilter }>()
 
-  /** The FLS filter for a principal on a map; `identity` when nothing needs filtering. */
-  const valueFilter = (principal: Principal, mapName: string): ValueFilter => {
-    if (policies.length === 0 || isAdmin(principal)) return identity
-    const usesUserId = policies.some((p) => p.mapNamePattern.includes("{userId}"))
+  const resolveReadable = (principal: Principal, mapName: string): { readonly readable: Readable; readonly filter: ValueFilter } => {
     const cacheKey = `${principal.roles.join("\u0000")}\u0001${mapName}${usesUserId ? `\u0001${principal.userId ?? ""}` : ""}`
-    const cached = filterCache.get(cacheKey)
+    const cached = readableCache.get(cacheKey)
     if (cached !== undefined) return cached
     let anyMatch = false
     let unrestricted = false
@@ -77,21 +79,32 @@ export const makeSecurity = (policies: ReadonlyArray<SecurityPolicy>) => {
       if (policy.allowedFields === undefined || policy.allowedFields.includes("*")) unrestricted = true
       else for (const f of policy.allowedFields) allowed.add(f)
     }
-    const filter: ValueFilter = !anyMatch
-      ? hidden
+    const entry = !anyMatch
+      ? { readable: NONE, filter: hidden }
       : unrestricted
-      ? identity
-      : (v) => (v === null || typeof v !== "object" ? v : projectFields(v, allowed))
-    if (filterCache.size > 10_000) filterCache.clear()
-    filterCache.set(cacheKey, filter)
-    return filter
+      ? { readable: ALL, filter: identity }
+      : { readable: { _tag: "Fields", fields: allowed } as const, filter: (v: unknown) => (v === null || typeof v !== "object" ? v : projectFields(v, allowed)) }
+    if (readableCache.size > 10_000) readableCache.clear()
+    readableCache.set(cacheKey, entry)
+    return entry
   }
+
+  /** The FLS filter for a principal on a map; `identity` when nothing needs filtering. */
+  const valueFilter = (principal: Principal, mapName: string): ValueFilter =>
+    policies.length === 0 || isAdmin(principal) ? identity : resolveReadable(principal, mapName).filter
+
+  /**
+   * Which fields of a map's values the principal may read. Paths that compute over values (search,
+   * query filters and sorts, entry processors) use it so hidden fields cannot be probed indirectly.
+   */
+  const readable = (principal: Principal, mapName: string): Readable =>
+    policies.length === 0 || isAdmin(principal) ? ALL : resolveReadable(principal, mapName).readable
 
   /** Apply FLS to a value (protocol.md §2.5 `filterObject`). */
   const filterValue = (principal: Principal, mapName: string, value: unknown): unknown =>
     value === null || typeof value !== "object" ? value : valueFilter(principal, mapName)(value)
 
-  return { checkPermission, valueFilter, filterValue, isAdmin, hasPolicies: policies.length > 0 } as const
+  return { checkPermission, valueFilter, filterValue, readable, isAdmin, hasPolicies: policies.length > 0 } as const
 }
 
 export const isIdentityFilter = (f: ValueFilter): boolean => f === identity

@@ -26,7 +26,6 @@ import { ServerConfig, type ServerSettings } from "../layers/ServerConfig.js"
 import { Sessions } from "../layers/Sessions.js"
 import { Storage, type StorageError } from "../layers/Storage.js"
 import { makePostgresLayer } from "../layers/storage/postgres.js"
-import { layerPostgresCluster } from "../layers/cluster/postgres.js"
 import { WriteBehind, WriteBehindConfig } from "../layers/storage/write-behind.js"
 import { Transport } from "../layers/Transport.js"
 
@@ -49,7 +48,7 @@ export const storageLayer = (settings: ServerSettings): Layer.Layer<Storage, Sto
 export const clusterLayer = (
   settings: ServerSettings
 ): Layer.Layer<Cluster, StorageError, ServerConfig | Maps | Storage | Hlc | ServerInfo> =>
-  settings.cluster === "postgres" ? layerPostgresCluster(settings) : Cluster.layerSingleNode
+  settings.cluster === "postgres" ? Cluster.layerPostgres(settings) : Cluster.layerSingleNode
 
 /**
  * The whole server as one Layer, parameterised by its storage (architecture.md "Embedding"): an

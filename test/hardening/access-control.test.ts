@@ -144,13 +144,15 @@ describe("access control on every read path", () => {
     expect(JSON.stringify(body)).not.toContain("hidden-")
   })
 
-  it("ENTRY_PROCESS newValue is filtered for the caller (the stored value keeps every field)", async () => {
-    reader.send({
-      type: "ENTRY_PROCESS", requestId: "ep", mapName: "docs", key: "d1",
-      processor: { name: "touch", code: "return { value: Object.assign({}, value, { touched: true }) }" }
-    })
-    const resp = await reader.next("ENTRY_PROCESS_RESPONSE", (m) => m.requestId === "ep")
-    expect(resp).toMatchObject({ success: true, newValue: visible(1) })
+  it("ENTRY_PROCESS needs read access to every field (a processor sees and returns the whole value)", async () => {
+    const touch = { name: "touch", code: "return { value: Object.assign({}, value, { touched: true }) }" }
+    reader.send({ type: "ENTRY_PROCESS", requestId: "ep", mapName: "docs", key: "d1", processor: touch })
+    const refused = await reader.next("ENTRY_PROCESS_RESPONSE", (m) => m.requestId === "ep")
+    expect(refused).toMatchObject({ success: false, error: "Access Denied for map docs: entry processors need read access to every field" })
+    expect(await storedValue(server, "docs", "d1")).toEqual(full(1))
+    writer.send({ type: "ENTRY_PROCESS", requestId: "ep-w", mapName: "docs", key: "d1", processor: touch })
+    const ok = await writer.next("ENTRY_PROCESS_RESPONSE", (m) => m.requestId === "ep-w")
+    expect(ok).toMatchObject({ success: true, newValue: { ...full(1), touched: true } })
     expect(await storedValue(server, "docs", "d1")).toEqual({ ...full(1), touched: true })
     reader.send({ type: "ENTRY_PROCESS", requestId: "ep2", mapName: "private", key: "p1", processor: { name: "touch", code: "return { value }" } })
     expect((await reader.next("ENTRY_PROCESS_RESPONSE", (m) => m.requestId === "ep2")).error).toBe("Access Denied for map private")
@@ -193,6 +195,29 @@ describe("access control on every read path", () => {
     admin.send({ type: "QUERY_SUB", payload: { queryId: "sys", mapName: "$sys/config", query: {} } })
     expect((await admin.next("QUERY_RESP")).payload.results).toEqual([{ key: "k", value: { mode: "x" } }])
     admin.close()
+  })
+
+  /*
+   * Indirect probes of hidden fields: FLS filters the values sent, and these paths must not let a reader
+   * learn a hidden field another way (search matches, filter/sort oracles, processor results).
+   */
+  it("SEARCH does not match terms that occur only in fields the principal cannot read (oracle)", async () => {
+    reader.send({ type: "SEARCH", payload: { requestId: "leak-s", mapName: "docs", query: "hidden" } })
+    const resp = await reader.next("SEARCH_RESP", (m) => m.payload.requestId === "leak-s")
+    expect(resp.payload.results).toEqual([])
+  })
+
+  it("QUERY_SUB predicates cannot test fields the principal cannot read (oracle)", async () => {
+    reader.send({ type: "QUERY_SUB", payload: { queryId: "leak-q", mapName: "docs", query: { where: { secret: "hidden-1" } } } })
+    const resp = await reader.next("QUERY_RESP", (m) => m.payload.queryId === "leak-q")
+    expect(resp.payload.results).toEqual([])
+    expect(resp.payload.code).toBe("ACCESS_DENIED")
+  })
+
+  it("ENTRY_PROCESS `result` cannot carry fields the principal cannot read", async () => {
+    reader.send({ type: "ENTRY_PROCESS", requestId: "leak-p", mapName: "docs", key: "d1", processor: { name: "peek", code: "return { value, result: value.secret }" } })
+    const resp = await reader.next("ENTRY_PROCESS_RESPONSE", (m) => m.requestId === "leak-p")
+    expect(JSON.stringify(resp)).not.toContain("hidden-")
   })
 
   it("no message raises a connection's privileges (a second AUTH with an ADMIN token is ignored)", async () => {

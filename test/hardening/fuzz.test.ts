@@ -4,7 +4,7 @@
  * honest client writes; afterwards a normal client works and every acknowledged write is intact.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { runFuzz } from "../../bench/fuzz.js"
+import { runFuzz, sweepFrames } from "../../bench/fuzz.js"
 import { type RunningServer, signToken, startServer } from "../support/server.js"
 import { storedValue } from "./support.js"
 
@@ -21,9 +21,12 @@ describe("protocol fuzzing against a live server", () => {
   })
 
   it(`survives ${FRAMES} random and mutated frames with every acknowledged write intact`, async () => {
-    const stats = await runFuzz({ url: server.url, frames: FRAMES, connections: 4, seed: 20_261_122, token: () => signToken({ sub: "fuzzer" }), ledgerWrites: 300, poolSize: 3000 })
+    const stats = await runFuzz({ url: server.url, frames: FRAMES, connections: 4, chunk: 1000, seed: 20_261_122, token: () => signToken({ sub: "fuzzer" }), ledgerWrites: 300, poolSize: 3000 })
     console.log(`fuzz: ${JSON.stringify(stats)}`)
     expect(stats.framesSent).toBe(FRAMES)
+    let sweep = 0
+    for (const _ of sweepFrames()) sweep++
+    expect(stats.sweepFrames).toBe(sweep) // every field of every message type got every wrong type
     expect(stats.healthy).toBe(true)
     expect(stats.ledgerAcked).toBeGreaterThan(0)
     expect(stats.ledgerLost).toBe(0)

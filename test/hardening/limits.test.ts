@@ -34,6 +34,13 @@ const nestedArrays = (depth: number): unknown => {
   return v
 }
 
+/** `depth` nested `not` predicates around an `eq`. */
+const nestedNot = (depth: number): unknown => {
+  let p: unknown = { op: "eq", attribute: "s", value: 1 }
+  for (let i = 0; i < depth; i++) p = { op: "not", children: [p] }
+  return p
+}
+
 describe("admission limits over real WebSockets", () => {
   describe("per-connection token bucket", () => {
     it("charges 1 per message, ops.length per OP_BATCH and records per inbound BATCH; over budget → ERROR 429, dropped, no OP_ACK", () =>
@@ -131,9 +138,33 @@ describe("admission limits over real WebSockets", () => {
       }))
   })
 
+  describe("user-supplied queries (limits in src/query/match.ts)", () => {
+    it("answers an over-limit QUERY_SUB with a clear QUERY_RESP error and keeps serving; a catastrophic regex is linear", () =>
+      withServer({}, async (server) => {
+        const c = await TestClient.authed(server.url)
+        await write(c, "r1", "q", "k", { s: "a".repeat(50_000) + "!" })
+        const ask = async (queryId: string, query: unknown) => {
+          c.send({ type: "QUERY_SUB", payload: { queryId, mapName: "q", query } })
+          return (await c.next("QUERY_RESP", (m) => m.payload.queryId === queryId)).payload
+        }
+        const many = { predicate: { op: "or", children: Array.from({ length: 1_001 }, (_, i) => ({ op: "eq", attribute: "s", value: i })) } }
+        expect(await ask("nodes", many)).toEqual({ queryId: "nodes", results: [], error: expect.stringContaining("more than 1000 predicate nodes"), code: "INVALID_QUERY" })
+        const deep = { predicate: nestedNot(40) }
+        expect(await ask("depth", deep)).toMatchObject({ results: [], code: "INVALID_QUERY" })
+        const longPattern = { predicate: { op: "regex", attribute: "s", value: "a".repeat(1_001) } }
+        expect(await ask("pattern", longPattern)).toMatchObject({ results: [], code: "INVALID_QUERY" })
+        // (a+)+$ on 50,000 'a's followed by '!' backtracks for ages in JavaScript's RegExp; re2js is linear.
+        const evil = await ask("evil", { predicate: { op: "regex", attribute: "s", value: "(a+)+$" } })
+        expect(evil.results).toEqual([])
+        expect(evil.error).toBeUndefined()
+        await write(c, "r2", "q", "k2", 1)
+        c.close()
+      }))
+  })
+
   describe("connection lifecycle", () => {
     it("closes a socket that does not authenticate within authDeadlineMs with 4001 'Auth timeout'", () =>
-      withServer({ authDeadlineMs: 200 }, async (server) => {
+      withServer({ authDeadlineMs: 300 }, async (server) => {
         const authed = await TestClient.authed(server.url)
         const silent = await TestClient.connect(server.url)
         expect(await silent.closed()).toEqual({ code: 4001, reason: "Auth timeout" })
@@ -141,6 +172,12 @@ describe("admission limits over real WebSockets", () => {
         await write(authed, "alive", "deadline", "k", 1)
         expect(authed.closeInfo).toBeUndefined()
         authed.close()
+      }))
+
+    it("evicts an authenticated connection that stays silent past idleTimeoutMs with 4002 'Heartbeat timeout'", () =>
+      withServer({ idleTimeoutMs: 200, idleCheckIntervalMs: 50 }, async (server) => {
+        const silent = await TestClient.authed(server.url)
+        expect(await silent.closed()).toEqual({ code: 4002, reason: "Heartbeat timeout" })
       }))
 
     it("refuses connections above the new-connection rate with close 1013 'Server overloaded'", () =>

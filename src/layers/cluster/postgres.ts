@@ -24,7 +24,8 @@ import * as PgClient from "@effect/sql-pg/PgClient"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { Context, Duration, Effect, Layer, PubSub, Redacted, Schedule, Schema, Stream, SubscriptionRef } from "effect"
 import pg from "pg"
-import { Cluster, ClusterMessage, type ClusterService, type Inbound, type Membership } from "../Cluster.js"
+import { Cluster, type ClusterService, type Inbound, type Membership } from "../Cluster.js"
+import { ClusterMessage } from "./messages.js"
 import { Hlc } from "../Hlc.js"
 import { type MapState, Maps } from "../Maps.js"
 import { ServerInfo } from "../Partitions.js"
@@ -292,7 +293,8 @@ export const makePostgresCluster = (opts: PostgresClusterOptions) =>
           yield* Effect.logWarning(`cluster: malformed change row ${p}/${seq} from ${from}`)
           continue
         }
-        const state = maps.peek(payload.m) ?? (yield* maps.get(payload.m).pipe(Effect.orElseSucceed(() => undefined)))
+        // Maps nobody here has touched are skipped: their first load reads the committed state.
+        const state = yield* maps.peekOrLoading(payload.m)
         // A map that cannot be loaded now will be loaded (with this change) from the database later.
         if (state !== undefined) applyMapChange(payload, state)
       }

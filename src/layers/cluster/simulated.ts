@@ -13,7 +13,8 @@
  *   **epoch** grows by one whenever the leader changes. A crashed node sends and receives nothing.
  */
 import { Clock, Duration, Effect, Exit, Fiber, FiberRef, Layer, PubSub, type Scheduler, Schema, type Scope, Stream, SubscriptionRef } from "effect"
-import { Cluster, ClusterMessage, type ClusterService, type Inbound, type Membership } from "../Cluster.js"
+import { Cluster, type ClusterService, type Inbound, type Membership } from "../Cluster.js"
+import { ClusterMessage } from "./messages.js"
 
 /** mulberry32: a tiny seeded PRNG with a 32-bit state; returns floats in [0, 1). */
 export const mulberry32 = (seed: number): (() => number) => {

@@ -2,13 +2,16 @@
  * The default store: a SQLite-compatible file `<dataDir>/tessera.db` through `@effect/sql-libsql`
  * (prebuilt binaries, nothing to compile on install).
  *
- * Two paths go straight to the libsql client the SQL client wraps, because they run per row:
- * - `write`: the whole batch is one `batch(..., "write")` call — BEGIN IMMEDIATE, a few multi-row
- *   statements, COMMIT — executed natively in one go.
- * - loads: each chunk is ONE row holding a JSON array built by SQLite (`json_group_array`), parsed with
+ * @libsql/client runs a local file on the calling thread, so the two heavy paths run in a worker thread
+ * with its own connection (sqlite-worker.ts, WAL: readers here proceed during its commits), and the event
+ * loop only posts the request and awaits the answer:
+ * - `write`: the whole batch is one `batch(..., "write")` call — BEGIN IMMEDIATE, one statement per run of
+ *   mutations with the rows as one JSON parameter (sqlite-batch.ts), COMMIT.
+ * - loads: each chunk is ONE row holding a JSON array built by SQLite (`json_group_array`), parsed here with
  *   one `JSON.parse`. libsql builds a property-defined object per row and column otherwise, which alone
  *   would take seconds for a million rows. Page sizes adapt to the row size (load.ts).
- * Everything else (metadata, map types, readiness) uses the `SqlClient`.
+ * The worker starts after the migrations (this thread's connection) and is closed before that connection,
+ * after the requests sent to it. Everything else (metadata, map types, readiness) uses the `SqlClient`.
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as LibsqlClient from "@effect/sql-libsql/LibsqlClient"
@@ -23,8 +26,8 @@ import type { LoadedChunk, Storage, StorageService } from "../Storage.js"
 import { describeCause, StorageError, storageError } from "./errors.js"
 import { collectMap, mapChunks, type Page, pages } from "./load.js"
 import { migrationsTableSql, runMigrations } from "./migrations.js"
+import { SqliteWorkerClient } from "./sqlite-writer.js"
 import {
-  batchStatements,
   decodeLww,
   decodeOrRecord,
   decodeOrTombstone,
@@ -36,6 +39,9 @@ import {
 
 export const SQLITE_FILE_NAME = "tessera.db"
 
+/** Every connection to the store: WAL (readers never wait for the writer), durable commits, patience with locks. */
+const PRAGMAS = ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000"]
+
 export const makeSqliteStorage = (opts: { readonly dataDir: string }) =>
   Effect.gen(function*() {
     const dir = path.resolve(opts.dataDir)
@@ -45,15 +51,16 @@ export const makeSqliteStorage = (opts: { readonly dataDir: string }) =>
       catch: storageError(`Cannot create the data directory ${dir}`)
     })
     const openFailed = storageError(`Cannot open the SQLite store at ${file}`)
+    const url = pathToFileURL(file).href
     const sdk = yield* Effect.acquireRelease(
-      Effect.try({ try: () => Libsql.createClient({ url: pathToFileURL(file).href, intMode: "number" }), catch: openFailed }),
+      Effect.try({ try: () => Libsql.createClient({ url, intMode: "number" }), catch: openFailed }),
       (client) => Effect.sync(() => client.close())
     )
     const exec = (what: string, stmt: Libsql.InStatement) =>
       Effect.tryPromise({ try: () => sdk.execute(stmt), catch: storageError(what) })
 
     // A garbage or foreign file fails here (SQLITE_NOTADB), before anything is read or written.
-    for (const pragma of ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000"]) {
+    for (const pragma of PRAGMAS) {
       yield* Effect.tryPromise({ try: () => sdk.execute(pragma), catch: openFailed })
     }
     yield* runMigrations({
@@ -73,6 +80,14 @@ export const makeSqliteStorage = (opts: { readonly dataDir: string }) =>
           catch: storageError(`Migration ${m.version} (${m.name}) failed on ${file}`)
         }).pipe(Effect.asVoid)
     }).pipe(Effect.mapError((e) => e.message.includes(file) ? e : new StorageError({ message: `${file}: ${e.message}`, cause: e })))
+
+    // Started in the background: this connection already proved the file opens, and a worker that fails to
+    // start fails the first request instead (the write-behind retries). Released first (finalizers run in
+    // reverse): pending writes finish, then this thread's connection closes.
+    const worker = yield* Effect.acquireRelease(
+      Effect.sync(() => SqliteWorkerClient.open({ url, pragmas: PRAGMAS })),
+      (w) => Effect.promise(() => w.close())
+    )
 
     const sql: SqlClient.SqlClient = yield* LibsqlClient.make({ liveClient: sdk }).pipe(Effect.provide(Reactivity.layer))
     const sqlFailed = (what: string) => (e: unknown) => new StorageError({ message: `${what}: ${describeCause(e)}`, cause: e })
@@ -99,9 +114,12 @@ export const makeSqliteStorage = (opts: { readonly dataDir: string }) =>
     const tombFirst = pageQuery(T.orTombstones, TOMB_COLS, "tag", undefined)
     const tombNext = pageQuery(T.orTombstones, TOMB_COLS, "tag", "tag > ?")
 
+    type Rows = ReadonlyArray<ReadonlyArray<unknown>>
     /**
      * Fetches one page and decodes its rows. The keyset cursor is the query's second column when present
      * (`max(key)`), else the first `cursorCols` values of the last (ordered) row.
+     * With a `max(key)` cursor the next page is asked of the worker as soon as a page arrives (same limit),
+     * so SQLite reads it while this thread parses and decodes; it is used if the loader asks for that cursor.
      */
     const fetchPage = <A>(
       name: string,
@@ -109,30 +127,53 @@ export const makeSqliteStorage = (opts: { readonly dataDir: string }) =>
       next: string,
       cursorCols: number,
       decode: (row: Array<any>) => A
-    ) =>
-    (cursor: ReadonlyArray<unknown> | undefined, limit: number): Effect.Effect<Page<A>, StorageError> =>
-      Effect.flatMap(
-        exec(`Cannot load map ${JSON.stringify(name)} from ${file}`, {
-          sql: cursor === undefined ? first : next,
-          args: cursor === undefined ? [name, limit] : [name, ...(cursor as Array<Libsql.InValue>), limit]
-        }),
-        (rs) =>
-          Effect.try({
-            try: (): Page<A> => {
-              const row = rs.rows[0]
-              const text = String(row?.[0] ?? "[]")
-              const arr = JSON.parse(text) as Array<Array<any>>
-              const max = row?.[1]
-              const last = arr.length === 0
-                ? undefined
-                : max !== null && max !== undefined
-                ? [max]
-                : arr[arr.length - 1]!.slice(0, cursorCols)
-              return { rows: arr.map(decode), last, chars: text.length }
-            },
-            catch: storageError(`Corrupt rows in map ${JSON.stringify(name)} in ${file}`)
-          })
-      )
+    ) => {
+      const query = (cursor: ReadonlyArray<unknown> | undefined, limit: number): Promise<Rows> =>
+        worker.query(
+          cursor === undefined ? first : next,
+          cursor === undefined ? [name, limit] : [name, ...(cursor as Array<string>), limit]
+        )
+      let ahead: { readonly cursor: unknown; readonly rows: Promise<Rows> } | undefined
+      const fetchRows = (cursor: ReadonlyArray<unknown> | undefined, limit: number): Promise<Rows> => {
+        const prefetched = ahead
+        ahead = undefined
+        const rows = prefetched !== undefined && cursor?.length === 1 && cursor[0] === prefetched.cursor
+          ? prefetched.rows
+          : query(cursor, limit)
+        return rows.then((rows) => {
+          const max = rows[0]?.[1]
+          if (max !== null && max !== undefined) {
+            const nextRows = query([max], limit)
+            nextRows.catch(() => undefined) // reported when (if) the loader asks for it
+            ahead = { cursor: max, rows: nextRows }
+          }
+          return rows
+        })
+      }
+      return (cursor: ReadonlyArray<unknown> | undefined, limit: number): Effect.Effect<Page<A>, StorageError> =>
+        Effect.flatMap(
+          Effect.tryPromise({
+            try: () => fetchRows(cursor, limit),
+            catch: storageError(`Cannot load map ${JSON.stringify(name)} from ${file}`)
+          }),
+          (rows) =>
+            Effect.try({
+              try: (): Page<A> => {
+                const row = rows[0]
+                const text = String(row?.[0] ?? "[]")
+                const arr = JSON.parse(text) as Array<Array<any>>
+                const max = row?.[1]
+                const last = arr.length === 0
+                  ? undefined
+                  : max !== null && max !== undefined
+                  ? [max]
+                  : arr[arr.length - 1]!.slice(0, cursorCols)
+                return { rows: arr.map(decode), last, chars: text.length }
+              },
+              catch: storageError(`Corrupt rows in map ${JSON.stringify(name)} in ${file}`)
+            })
+        )
+    }
 
     const streamMap = (name: string, chunkSize = 5000): Stream.Stream<LoadedChunk, StorageError> => {
       const ids = new NodeIdInterner()
@@ -163,9 +204,9 @@ export const makeSqliteStorage = (opts: { readonly dataDir: string }) =>
         batch.length === 0
           ? Effect.void
           : Effect.tryPromise({
-            try: () => sdk.batch(batchStatements(sqliteDialect, batch), "write"),
+            try: () => worker.write(batch),
             catch: storageError(`Cannot write ${batch.length} mutations to ${file}`)
-          }).pipe(Effect.asVoid),
+          }),
       getMeta: (key) =>
         sql<{ value: string }>`SELECT value FROM ${sql(T.meta)} WHERE key = ${key}`.pipe(
           Effect.map((rows) => Option.fromNullable(rows[0]?.value)),
