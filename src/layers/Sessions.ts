@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto"
 import { performance } from "node:perf_hooks"
-import { Deferred, Effect, Exit, Fiber, FiberSet, Queue, Runtime, Schedule } from "effect"
+import { Deferred, Effect, Exit, Fiber, FiberSet, Option, Queue, Runtime, Schedule } from "effect"
 import type { RawData, WebSocket } from "ws"
 import { unpackInboundBatch } from "../protocol/batch.js"
 import { decodeFrame, encodeMessage } from "../protocol/codec.js"
@@ -9,6 +9,7 @@ import { type ConnectionRefusal, ConnectionAdmission, DecodeBudget, InFlightLimi
 import { Auth } from "./Auth.js"
 import { type CloseRequest, type Connection, Connections } from "./Connections.js"
 import { Hlc } from "./Hlc.js"
+import { Hooks, type ServerHooks } from "./Hooks.js"
 import { MetricsRegistry } from "./Metrics.js"
 import { Router } from "./Router.js"
 import { ServerConfig } from "./ServerConfig.js"
@@ -62,6 +63,12 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
     const hlc = hlcService.clock
     const wall = hlcService.wallMillis
     const metrics = yield* MetricsRegistry
+    const hooks = Option.getOrElse(yield* Effect.serviceOption(Hooks), () => ({}) as ServerHooks)
+    if (hooks.onDisconnect !== undefined) {
+      const onDisconnect = hooks.onDisconnect
+      // Runs first on close (behavior.md §3.2), before subscriptions and locks are dropped.
+      connections.onDisconnect(0, (c) => Effect.catchAllCause(onDisconnect(c), (cause) => Effect.logWarning("onDisconnect hook failed", cause)))
+    }
     const sessionFibers = yield* FiberSet.make()
     const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const connectionAdmission = new ConnectionAdmission(config.connectionRateLimit, config.connectionRateWindowMs, config.maxPendingConnections)
@@ -342,6 +349,13 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
           })
         )
         yield* Effect.forkScoped(reader)
+        if (hooks.onConnection !== undefined) {
+          const admitted = yield* Effect.either(hooks.onConnection(connection))
+          if (admitted._tag === "Left") {
+            connection.close({ code: 4000, reason: "Connection Rejected" })
+            yield* Effect.logInfo(`connection refused by onConnection hook: ${admitted.left.message}`)
+          }
+        }
         // A peer that never completes the close handshake (e.g. a slow consumer) is cut off.
         yield* Deferred.await(closeRequested).pipe(
           Effect.zipRight(Effect.sleep(config.closeGraceMs)),

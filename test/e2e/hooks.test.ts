@@ -45,4 +45,22 @@ describe("server hooks (embedders' interceptors)", () => {
     await expect.poll(() => after).toEqual(["rewrite-me", "plain"])
     c.close()
   })
+
+  it("onConnection may refuse a connection (close 4000) and onDisconnect runs on close", async () => {
+    const seen: string[] = []
+    const guarded = await startServer({}, Hooks.layer({
+      onConnection: (c) => (c.remoteAddress.startsWith("127.0.0.1") && seen.length > 0 ? Effect.fail(new HookRejected({ message: "one at a time" })) : Effect.void),
+      onDisconnect: (c) => Effect.sync(() => void seen.push(c.id))
+    }))
+    try {
+      const first = await TestClient.authed(guarded.url)
+      first.close()
+      await first.closed()
+      await expect.poll(() => seen.length).toBe(1)
+      const second = await TestClient.connect(guarded.url)
+      expect(await second.closed()).toEqual({ code: 4000, reason: "Connection Rejected" })
+    } finally {
+      await guarded.close()
+    }
+  })
 })
