@@ -131,3 +131,34 @@ export class DecodeBudget {
     return ++this.strikes >= this.strikeLimit
   }
 }
+
+/**
+ * At most `limit` log lines per `windowMs` per key (behavior.md §3.27: repeated bad input must not flood
+ * the log). `allow` answers whether to log now; suppressed lines are counted and reported with the next
+ * allowed one.
+ */
+export class LogThrottle {
+  private readonly windows = new Map<string, { start: number; count: number; suppressed: number }>()
+  constructor(private readonly limit: number, private readonly windowMs: number) {}
+
+  /** `undefined` = suppress; otherwise the number of lines suppressed for this key since the last one logged. */
+  allow(key: string, now: number): number | undefined {
+    let w = this.windows.get(key)
+    if (w === undefined || now - w.start >= this.windowMs) {
+      const suppressed = w?.suppressed ?? 0
+      if (this.windows.size > 10_000) this.windows.clear()
+      this.windows.set(key, w = { start: now, count: 0, suppressed: 0 })
+      w.suppressed = 0
+      w.count = 1
+      return suppressed
+    }
+    if (w.count < this.limit) {
+      w.count++
+      const suppressed = w.suppressed
+      w.suppressed = 0
+      return suppressed
+    }
+    w.suppressed++
+    return undefined
+  }
+}

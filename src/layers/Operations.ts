@@ -72,6 +72,8 @@ const levelOf = (u: unknown): WriteConcern | undefined =>
 const timeoutOf = (u: unknown): number | undefined =>
   typeof u === "number" && Number.isFinite(u) && u >= 0 ? u : undefined
 
+const NO_LOAD_FAILURES: ReadonlyMap<string, string> = new Map()
+
 const namesOf = (ops: ReadonlyArray<unknown>): Set<string> => {
   const names = new Set<string>()
   for (const op of ops) {
@@ -124,26 +126,29 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
     const duplicates = new DuplicateWindow(config.duplicateWindowMs, 100_000)
 
     /** Loads every map the ops name before the synchronous apply loop (reads and writes wait for loads). */
-    const loadMaps = (ops: ReadonlyArray<unknown>) => {
-      const names = new Set<string>()
+    /** Names of the maps the ops touch that are not loaded yet (undefined when all are: the common case). */
+    const unloadedNames = (ops: ReadonlyArray<unknown>): Set<string> | undefined => {
+      let names: Set<string> | undefined
       for (const op of ops) {
         const name = (op as { mapName?: unknown } | null)?.mapName
-        if (typeof name === "string" && maps.peek(name) === undefined) names.add(name)
+        if (typeof name === "string" && maps.peek(name) === undefined) (names ??= new Set()).add(name)
       }
-      return names.size === 0
-        ? Effect.succeed(new Map<string, string>())
-        : Effect.forEach(names, (name) => Effect.exit(maps.get(name)).pipe(Effect.map((exit) => [name, exit] as const)), {
-          concurrency: "unbounded"
-        }).pipe(
-          Effect.map((exits) => {
-            const failed = new Map<string, string>()
-            for (const [name, exit] of exits) {
-              if (Exit.isFailure(exit)) failed.set(name, `Failed to load map ${name}`)
-            }
-            return failed
-          })
-        )
+      return names
     }
+
+    /** Loads maps before the synchronous apply loop (reads and writes wait for loads); returns the failures. */
+    const loadMaps = (names: ReadonlySet<string>) =>
+      Effect.forEach(names, (name) => Effect.exit(maps.get(name)).pipe(Effect.map((exit) => [name, exit] as const)), {
+        concurrency: "unbounded"
+      }).pipe(
+        Effect.map((exits) => {
+          const failed = new Map<string, string>()
+          for (const [name, exit] of exits) {
+            if (Exit.isFailure(exit)) failed.set(name, `Failed to load map ${name}`)
+          }
+          return failed as ReadonlyMap<string, string>
+        })
+      )
 
     /** MERGE_REJECTED to the writer, or to the map's subscribers when the write has no connection (HTTP). */
     const mergeRejected = (source: WriteSource, state: MapState, key: string, attemptedValue: unknown, reason: string) => {
@@ -224,12 +229,13 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
       batchTimeout: number | undefined
     ): Effect.Effect<WriteOutcome> =>
       Effect.gen(function* () {
-        yield* Effect.annotateCurrentSpan("tessera.ops", ops.length)
+        if (config.tracing) yield* Effect.annotateCurrentSpan("tessera.ops", ops.length)
         const started = wall()
         const entries: Array<Admitted | OpRefusal | Failed> = ops.map((raw) => validate(source, raw, batchConcern, batchTimeout))
         if (hooks.onBeforeOp !== undefined) yield* runBeforeHooks(source, entries)
-        const loadFailures = yield* loadMaps(ops)
-        yield* resolvers.prepare(namesOf(ops))
+        const unloaded = unloadedNames(ops)
+        const loadFailures = unloaded === undefined ? NO_LOAD_FAILURES : yield* loadMaps(unloaded)
+        if (resolvers.hasCustom()) yield* resolvers.prepare(namesOf(ops))
         const refusals: OpRefusal[] = []
         const slots: Array<{ opId: string | undefined; result: OpResult | undefined; persistTimeout?: number; requested?: WriteConcern }> = []
         const writerId = source.connection?.id
@@ -356,13 +362,13 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
         const pending = slots.filter((s) => s.persistTimeout !== undefined)
         const collect = (): ReadonlyArray<OpResult> => {
           const out: OpResult[] = []
-          const seconds = (wall() - started) / 1000
           for (const s of slots) {
             if (s.result === undefined) continue
             out.push(s.result)
-            metrics.ackLatency(s.requested ?? s.result.achievedLevel, seconds)
             if (s.result.error?.startsWith("Timeout") === true) metrics.ackTimeout()
           }
+          // One observation per acknowledgement (all ops of a batch are acknowledged together).
+          if (out.length > 0) metrics.ackLatency(slots.find((s) => s.requested !== undefined)?.requested ?? out[0]!.achievedLevel, (wall() - started) / 1000)
           return out
         }
         if (pending.length === 0) {

@@ -96,6 +96,11 @@ export class Resolvers extends Effect.Service<Resolvers>()("tessera/Resolvers", 
     }
 
     const has = (mapName: string): boolean => (byMap.get(mapName)?.length ?? 0) > 0
+    /** Whether any map has resolver code that must be compiled before use. */
+    const hasCustom = (): boolean => {
+      for (const list of byMap.values()) for (const e of list) if (e.builtin === undefined) return true
+      return false
+    }
 
     /** Compiles the custom resolvers of these maps so `resolve` runs without awaiting. */
     const prepare = (mapNames: Iterable<string>): Effect.Effect<void> => {
@@ -224,6 +229,6 @@ export class Resolvers extends Effect.Service<Resolvers>()("tessera/Resolvers", 
         c.send({ type: "LIST_RESOLVERS_RESPONSE", requestId: m.requestId, resolvers })
       })
 
-    return { has, prepare, resolve, register, unregister, list, now: () => hlc.now() } as const
+    return { has, hasCustom, prepare, resolve, register, unregister, list, now: () => hlc.now() } as const
   })
 }) {}

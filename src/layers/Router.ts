@@ -10,6 +10,7 @@ import { Processors } from "./Processors.js"
 import { Resolvers } from "./Resolvers.js"
 import { Queries } from "./Queries.js"
 import { Search } from "./Search.js"
+import { ServerConfig } from "./ServerConfig.js"
 import { Sync } from "./Sync.js"
 import { Topics } from "./Topics.js"
 
@@ -26,6 +27,7 @@ type Handler<T extends ClientMessage["type"]> = (
 export class Router extends Effect.Service<Router>()("tessera/Router", {
   effect: Effect.gen(function* () {
     const operations = yield* Operations
+    const { tracing } = yield* ServerConfig
     const sync = yield* Sync
     const partitions = yield* Partitions
     const queries = yield* Queries
@@ -160,10 +162,12 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
     )
 
     return {
-      /** Dispatches one message; each handling is a span named after the message type (exported when tracing is on). */
+      /** Dispatches one message; with tracing on, each handling is a span named after the message type. */
       route: (connection: Connection, message: ClientMessage): Effect.Effect<void> => {
-        const handler = route(message) as (c: Connection) => Effect.Effect<void>
-        return Effect.withSpan(handler(connection), message.type, { kind: "server", captureStackTrace: false, attributes: { "tessera.connection": connection.id } })
+        const handled = (route(message) as (c: Connection) => Effect.Effect<void>)(connection)
+        return tracing
+          ? Effect.withSpan(handled, message.type, { kind: "server", captureStackTrace: false, attributes: { "tessera.connection": connection.id } })
+          : handled
       }
     } as const
   })

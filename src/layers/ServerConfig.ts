@@ -59,6 +59,8 @@ export interface ServerSettings {
   readonly builtinResolvers: Readonly<Record<string, ReadonlyArray<string>>>
   readonly journalCapacity: number
   readonly logLevel: LogLevelName
+  /** Wrap each handled message in a span (on when an OpenTelemetry exporter is configured). */
+  readonly tracing: boolean
   readonly shutdownTimeoutMs: number
   /** New connections admitted per `connectionRateWindowMs` window; above → close 1013 (behavior.md §3.4). */
   readonly connectionRateLimit: number
@@ -121,6 +123,7 @@ export const defaultSettings: ServerSettings = {
   builtinResolvers: {},
   journalCapacity: 10_000,
   logLevel: "info",
+  tracing: false,
   shutdownTimeoutMs: 10_000,
   connectionRateLimit: 100,
   connectionRateWindowMs: 1_000,

@@ -5,7 +5,7 @@ import type { RawData, WebSocket } from "ws"
 import { unpackInboundBatch } from "../protocol/batch.js"
 import { decodeFrame, encodeMessage } from "../protocol/codec.js"
 import { decodeClientMessage } from "../protocol/decode.js"
-import { type ConnectionRefusal, ConnectionAdmission, DecodeBudget, InFlightLimiter } from "./Admission.js"
+import { type ConnectionRefusal, ConnectionAdmission, DecodeBudget, InFlightLimiter, LogThrottle } from "./Admission.js"
 import { Auth } from "./Auth.js"
 import { type CloseRequest, type Connection, Connections } from "./Connections.js"
 import { Hlc } from "./Hlc.js"
@@ -63,6 +63,7 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
     const hlc = hlcService.clock
     const wall = hlcService.wallMillis
     const metrics = yield* MetricsRegistry
+    const badInputLog = new LogThrottle(5, 10_000)
     const hooks = Option.getOrElse(yield* Effect.serviceOption(Hooks), () => ({}) as ServerHooks)
     if (hooks.onDisconnect !== undefined) {
       const onDisconnect = hooks.onDisconnect
@@ -186,6 +187,7 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
               if (decoded._tag === "TooDeep") sendError(400, "Message nesting exceeds the maximum depth")
               else sendError(400, "Invalid message format", decoded.error)
             }
+            badInput(decoded._tag === "TooDeep" ? "frame too deep" : "undecodable frame", decoded._tag === "Malformed" ? decoded.error : undefined)
             return
           }
           const frame = decoded.value
@@ -243,6 +245,15 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
           }
         }
 
+        /** A warning for bad input, rate-limited per client address and kind (5 per 10 s). */
+        const clientIp = remoteAddress.slice(0, Math.max(0, remoteAddress.lastIndexOf(":")))
+        const badInput = (kind: string, detail: unknown): void => {
+          const suppressed = badInputLog.allow(`${clientIp}\u0000${kind}`, wall())
+          if (suppressed === undefined) return
+          const note = suppressed > 0 ? ` (${suppressed} similar suppressed)` : ""
+          runFork(Effect.logWarning(`bad input: ${kind}${note}`, detail).pipe(Effect.annotateLogs({ remote: remoteAddress, connection: connection.id })))
+        }
+
         /** Handles one decoded frame on the inbound fiber. */
         const handle = (frame: InboundFrame): Effect.Effect<void> => {
           if (connection.principal === undefined) {
@@ -273,10 +284,12 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
               return router.route(connection, decoded.message)
             case "Invalid":
               sendError(400, "Invalid message format", decoded.details)
-              return Effect.logDebug(`invalid ${frame.type} message`, decoded.details)
+              badInput(`invalid ${frame.type} message`, decoded.details)
+              return Effect.void
             case "UnknownType":
               sendError(400, `Unknown message type: ${decoded.type}`)
-              return Effect.logDebug(`unknown message type ${decoded.type}`)
+              badInput("unknown message type", decoded.type.slice(0, 100))
+              return Effect.void
           }
         }
 

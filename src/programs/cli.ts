@@ -66,7 +66,7 @@ const serveCommand = Command.make("serve", serveOptions, (parsed) =>
   Effect.gen(function* () {
     const settings = yield* resolveSettings(parsed)
     const telemetry = telemetryLayer()
-    const withTelemetry = telemetry === undefined ? serve(settings) : Effect.provide(serve(settings), telemetry)
+    const withTelemetry = telemetry === undefined ? serve(settings) : Effect.provide(serve({ ...settings, tracing: true }), telemetry)
     yield* withTelemetry.pipe(Effect.provide(loggerLayer(settings)))
   })
 ).pipe(Command.withDescription("Run the Tessera server (TopGun wire protocol over WebSocket on /ws and /)."))

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, TestClock } from "effect"
 import * as fc from "fast-check"
-import { ConnectionAdmission, DecodeBudget, InFlightLimiter } from "../../src/layers/Admission.js"
+import { ConnectionAdmission, DecodeBudget, InFlightLimiter, LogThrottle } from "../../src/layers/Admission.js"
 
 describe("InFlightLimiter", () => {
   it.effect("waits in FIFO order, hands released permits to the oldest waiter, and times out on the Effect clock", () =>
@@ -81,5 +81,17 @@ describe("DecodeBudget", () => {
     expect(budget.record(20, 2_000)).toBe(false) // window expired: counting restarts
     expect(budget.record(20, 2_100)).toBe(false)
     expect(budget.record(20, 2_200)).toBe(true)
+  })
+})
+
+describe("LogThrottle", () => {
+  it("allows at most `limit` lines per window per key and reports how many were suppressed", () => {
+    const t = new LogThrottle(5, 10_000)
+    const allowed = Array.from({ length: 12 }, (_, i) => t.allow("ip|kind", 1000 + i))
+    expect(allowed.slice(0, 5)).toEqual([0, 0, 0, 0, 0])
+    expect(allowed.slice(5).every((a) => a === undefined)).toBe(true)
+    expect(t.allow("other|kind", 1000)).toBe(0) // keys are independent
+    expect(t.allow("ip|kind", 11_000)).toBe(7) // next window: the 7 suppressed lines are reported
+    expect(t.allow("ip|kind", 11_001)).toBe(0)
   })
 })

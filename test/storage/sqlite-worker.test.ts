@@ -3,7 +3,7 @@
  * worker fails its requests and is replaced for the next one, and closing waits for the writes sent before.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
+import { Chunk, Context, Effect, Layer, Stream } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -82,6 +82,19 @@ describe("sqlite worker", () => {
       const lastAttempt = seen.length - 1
       expect(loaded.lww.find((r) => r.key === "key-19999")?.record.value).toEqual({ i: 19_999, attempt: lastAttempt, body })
     }).pipe(Effect.scoped), 60_000)
+
+  it.live("streams every row exactly once across many pages (each next page read ahead in the worker)", () =>
+    Effect.gen(function*() {
+      const storage = Context.get(yield* Layer.build(Storage.layerSqlite({ dataDir: freshDir() })), Storage)
+      const keys = Array.from({ length: 1_500 }, (_, i) => `k${String(i).padStart(4, "0")}`)
+      yield* storage.write(keys.map((k) => put(k, k)))
+      yield* storage.write([put("k0100", "newer", { ...at, millis: 2 })])
+      const chunks = yield* Stream.runCollect(storage.streamMap("m", 97))
+      const rows = Chunk.toArray(chunks).flatMap((c) => (c._tag === "Lww" ? c.rows : []))
+      expect(Chunk.size(chunks)).toBeGreaterThan(10)
+      expect(rows.map((r) => r.key).sort()).toEqual(keys)
+      expect(rows.find((r) => r.key === "k0100")?.record.value).toBe("newer")
+    }).pipe(Effect.scoped))
 
   it("fails the requests of a worker that dies, and starts a fresh one for the next request", () =>
     withClient(async (client) => {

@@ -1,12 +1,12 @@
 /**
  * Main-thread side of the SQLite worker (sqlite-worker.ts): posts requests (the StorageMutation objects as
- * plain data, structured-cloned at ~1 µs per mutation) and resolves each with the worker's answer — never
+ * plain data, structured-cloned at a few µs per mutation) and resolves each with the worker's answer — never
  * blocking the event loop while SQLite works.
  *
  * A worker that dies (crash, out of memory, terminated) fails its pending requests; the next request starts
  * a fresh worker, so the write-behind's retry lands on a working connection. A transaction the dead worker
- * had not committed is rolled back by SQLite (WAL), so a retried batch is applied exactly once in effect
- * (and the upserts are idempotent anyway).
+ * had not committed is rolled back by SQLite (WAL); one it committed just before dying is applied again by
+ * the retry, which the merge-aware statements make harmless.
  */
 import { type Worker } from "node:worker_threads"
 import type { StorageMutation } from "../Storage.js"
@@ -34,7 +34,7 @@ class Thread {
   private readonly pending = new Map<number, Pending>()
   private dead: Error | undefined
 
-  constructor(readonly worker: Worker, private readonly onDeath: (thread: Thread) => void) {
+  constructor(readonly worker: Worker, private readonly onDeath: () => void) {
     worker.on("message", (response: SqliteResponse) => this.answer(response))
     worker.on("error", (e: Error) => this.die(new SqliteWorkerError(`the SQLite worker failed: ${e.message}`)))
     worker.on("exit", (code) => this.die(new SqliteWorkerError(`the SQLite worker stopped (exit code ${code})`)))
@@ -64,7 +64,9 @@ class Thread {
   callInSlices(send: (id: number, post: (request: SqliteRequest) => void) => Promise<void>): Promise<SqliteResponse & { ok: true }> {
     const id = this.nextId++
     const answer = this.expect(id)
-    void send(id, (request) => this.post(id, request))
+    send(id, (request) => this.post(id, request)).catch((e: unknown) =>
+      this.answer({ id, ok: false, message: `Cannot send the request to the SQLite worker: ${String(e)}` })
+    )
     return answer
   }
 
@@ -109,7 +111,7 @@ class Thread {
     this.pending.clear()
     this.worker.unref()
     for (const p of pending) p.reject(reason)
-    this.onDeath(this)
+    this.onDeath()
   }
 }
 
