@@ -7,11 +7,11 @@
  * with later requests only at its `await` of a new WASM instance). A synchronous call therefore waits for the
  * asynchronous requests sent before it; its deadline is extended by theirs.
  */
-import { existsSync } from "node:fs"
 import { createRequire } from "node:module"
-import { fileURLToPath, pathToFileURL } from "node:url"
+import { pathToFileURL } from "node:url"
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from "node:worker_threads"
 import { type EngineLimits, READY_ID, type Request, type Response, type WorkerData } from "./protocol.js"
+import { resolveWorkerScript } from "../layers/worker-start.js"
 
 /** Why a worker is gone: overran a hard deadline, ran out of (V8) heap, crashed, or was shut down. */
 export type Death = "timeout" | "oom" | "crash" | "closed"
@@ -155,43 +155,10 @@ export class WorkerLink {
 // ---------------------------------------------------------------------------------------------------------------
 // Starting the worker
 
-/** The subset of esbuild's API used to bundle the worker when running from TypeScript sources. */
-interface Esbuild {
-  readonly build: (options: Record<string, unknown>) => Promise<{ readonly outputFiles: ReadonlyArray<{ readonly text: string }> }>
-}
-
-let workerScript: Promise<URL> | undefined
-
-/**
- * Compiled (`dist/`): the `worker.js` sibling of this file. From TypeScript sources (vitest runs `src/*.ts`
- * through vite, and Node 20 cannot run `.ts` in a worker): `worker.ts` bundled in memory with esbuild, which
- * vite ships, and started from a data: URL. The worker imports only `node:` builtins and its own modules
- * (QuickJS is loaded from an absolute URL handed over in `workerData`), so a data: URL needs no resolution.
- */
-const resolveWorkerScript = (): Promise<URL> =>
-  (workerScript ??= (async () => {
-    const compiled = new URL("./worker.js", import.meta.url)
-    if (existsSync(fileURLToPath(compiled))) return compiled
-    const esbuildName = "esbuild" // not a dependency of the server: only needed when running from sources
-    const esbuild = (await import(esbuildName)) as Esbuild
-    const out = await esbuild.build({
-      entryPoints: [fileURLToPath(new URL("./worker.ts", import.meta.url))],
-      bundle: true,
-      format: "esm",
-      platform: "node",
-      target: "node20",
-      write: false,
-      logLevel: "silent"
-    })
-    return new URL(`data:text/javascript;base64,${Buffer.from(out.outputFiles[0]!.text).toString("base64")}`)
-  })().catch((e: unknown) => {
-    workerScript = undefined
-    throw e
-  }))
-
 /** Starts a worker and waits until it has loaded QuickJS. Rejects if it cannot start. */
 export const startWorker = async (limits: EngineLimits, onDeath: (link: WorkerLink) => void): Promise<WorkerLink> => {
-  const script = await resolveWorkerScript()
+  // Compiled: the worker.js sibling; from TypeScript sources (vitest): worker.ts bundled in memory.
+  const script = await resolveWorkerScript(new URL("./worker.ts", import.meta.url))
   const require = createRequire(import.meta.url)
   const { port1, port2 } = new MessageChannel()
   const signal = new Int32Array(new SharedArrayBuffer(4))

@@ -11,7 +11,7 @@
 import { type Worker } from "node:worker_threads"
 import type { StorageMutation } from "../Storage.js"
 import type { SqliteRequest, SqliteResponse, SqliteWorkerData, SqlValue } from "./sqlite-worker.js"
-import { packageUrl, startWorker } from "./worker-start.js"
+import { packageUrl, startWorker } from "../worker-start.js"
 
 /** A request that failed in (or with) the worker; `code` is SQLite's (e.g. SQLITE_BUSY) when there is one. */
 export class SqliteWorkerError extends Error {
