@@ -65,7 +65,11 @@ const pg = async (bin: string, tool: string, args: ReadonlyArray<string>): Promi
 }
 
 /** Starts the cluster; throws when the binaries are missing or the server does not come up. */
-export const startBenchPostgres = async (bin: string): Promise<BenchPostgres> => {
+export const startBenchPostgres = async (
+  bin: string,
+  /** durable: PostgreSQL's defaults (fsync on), so commits cost what they cost in production; tests turn it off. */
+  options: { readonly durable: boolean } = { durable: true }
+): Promise<BenchPostgres> => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tessera-bench-pg-"))
   const data = path.join(dir, "data")
   fs.mkdirSync(data)
@@ -73,7 +77,7 @@ export const startBenchPostgres = async (bin: string): Promise<BenchPostgres> =>
   const port = await freePort()
   let started = false
   const stop = async (): Promise<void> => {
-    if (started) await pg(bin, "pg_ctl", ["stop", "-D", data, "-m", "fast", "-w"]).catch(() => undefined)
+    if (started) await pg(bin, "pg_ctl", ["stop", "-D", data, "-m", options.durable ? "fast" : "immediate", "-w"]).catch(() => undefined)
     started = false
     fs.rmSync(dir, { recursive: true, force: true })
   }
@@ -82,7 +86,7 @@ export const startBenchPostgres = async (bin: string): Promise<BenchPostgres> =>
     const log = path.join(dir, "server.log")
     await pg(bin, "pg_ctl", [
       "start", "-w", "-t", "60", "-D", data, "-l", log,
-      "-o", `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`
+      "-o", `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1${options.durable ? "" : " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"}`
     ]).catch((e: Error) => {
       const tail = fs.existsSync(log) ? fs.readFileSync(log, "utf8").slice(-2000) : ""
       throw new Error(`${e.message}\n${tail}`)

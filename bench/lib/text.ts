@@ -3,18 +3,10 @@
  * syllables, so the tokenizer and stemmer treat them like ordinary words) drawn with a skewed distribution,
  * so a few words are common and most are rare, as in real text.
  */
+import { mulberry32 } from "../../src/layers/cluster/simulated.js"
 
-/** mulberry32: a small seeded PRNG, enough for reproducible fixtures. */
-export const seededRandom = (seed: number): (() => number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** A small seeded PRNG (mulberry32), enough for reproducible fixtures. */
+export const seededRandom = mulberry32
 
 const CONSONANTS = "bdfgklmnprstvz"
 const VOWELS = "aeiou"
