@@ -32,7 +32,7 @@ export const startServer = async (
     ...overrides
   }
   const scope = Effect.runSync(Scope.make())
-  const logs = Logger.minimumLogLevel(LogLevel.Warning)
+  const logs = Logger.minimumLogLevel(LogLevel.Error)
   const layer = serverLayer(settings).pipe(Layer.provide(extra === undefined ? logs : Layer.merge(extra, logs)))
   const context = (await Effect.runPromise(Layer.buildWithScope(layer, scope))) as Context.Context<never>
   const port = Context.get(context as Context.Context<Transport>, Transport).port
