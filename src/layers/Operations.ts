@@ -375,24 +375,30 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
           if (maps.durable) yield* Effect.forkDaemon(Effect.ignore(persisted))
           return { refusals, results: Effect.sync(collect), immediate: true }
         }
-        const results = Effect.forEach(pending, (slot) =>
+        // One wait per distinct timeout (normally one per batch), not a timer fiber per op.
+        const byTimeout = new Map<number, typeof pending>()
+        for (const slot of pending) {
+          const group = byTimeout.get(slot.persistTimeout!)
+          if (group === undefined) byTimeout.set(slot.persistTimeout!, [slot])
+          else group.push(slot)
+        }
+        const results = Effect.forEach(byTimeout, ([timeoutMs, group]) =>
           persisted.pipe(
-            Effect.timeoutFail({
-              duration: slot.persistTimeout!,
-              onTimeout: () => ({ _tag: "Timeout" as const })
-            }),
+            Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => ({ _tag: "Timeout" as const }) }),
             Effect.match({
               // With a shared store, the commit both persists and publishes (REPLICATED = PERSISTED reached).
               onSuccess: () => {
-                slot.result = { opId: slot.opId!, success: true, achievedLevel: "PERSISTED" }
+                for (const slot of group) slot.result = { opId: slot.opId!, success: true, achievedLevel: "PERSISTED" }
               },
               onFailure: (e) => {
                 const below: WriteConcern = replicatedRequiresCommit ? "APPLIED" : "REPLICATED"
-                slot.result = {
-                  opId: slot.opId!,
-                  success: false,
-                  achievedLevel: below,
-                  error: e._tag === "Timeout" ? `Timeout: achieved ${below}, requested ${slot.requested}` : `Persistence failed: ${e.message}`
+                for (const slot of group) {
+                  slot.result = {
+                    opId: slot.opId!,
+                    success: false,
+                    achievedLevel: below,
+                    error: e._tag === "Timeout" ? `Timeout: achieved ${below}, requested ${slot.requested}` : `Persistence failed: ${e.message}`
+                  }
                 }
               }
             })
