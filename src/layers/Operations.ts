@@ -233,9 +233,11 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
         const started = wall()
         const entries: Array<Admitted | OpRefusal | Failed> = ops.map((raw) => validate(source, raw, batchConcern, batchTimeout))
         if (hooks.onBeforeOp !== undefined) yield* runBeforeHooks(source, entries)
-        const unloaded = unloadedNames(ops)
+        // After the hooks: a hook may have replaced an op (and its map).
+        const admittedOps = hooks.onBeforeOp === undefined ? ops : entries.flatMap((e) => (isAdmitted(e) ? [e.op] : []))
+        const unloaded = unloadedNames(admittedOps)
         const loadFailures = unloaded === undefined ? NO_LOAD_FAILURES : yield* loadMaps(unloaded)
-        if (resolvers.hasCustom()) yield* resolvers.prepare(namesOf(ops))
+        if (resolvers.hasCustom()) yield* resolvers.prepare(namesOf(admittedOps))
         const refusals: OpRefusal[] = []
         const slots: Array<{ opId: string | undefined; result: OpResult | undefined; persistTimeout?: number; requested?: WriteConcern }> = []
         const writerId = source.connection?.id
