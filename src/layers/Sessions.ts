@@ -118,24 +118,27 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
          * Outbound FIFO. Frames are written to the socket synchronously, in call order, so per-connection
          * order holds by construction (the socket's own buffer is the queue) and no fiber hop is paid per
          * message. The socket is corked for the rest of the tick, so a burst of frames (fan-out, many acks)
-         * leaves in one write. The backlog is what the socket has not flushed yet (`bufferedAmount`) plus
-         * the frames written this tick; above the limits the connection is closed as a slow consumer.
+         * leaves in one write. The backlog is what the socket has not flushed yet (`bufferedAmount`, corked
+         * frames included); its frame count is estimated from the connection's average frame size. Above
+         * either limit the connection is closed as a slow consumer.
          */
         const rawSocket = (ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket
         let corked = false
-        let framesSinceDrain = 0
+        let framesSent = 0
+        let bytesSent = 0
         const uncork = () => {
           corked = false
           rawSocket?.uncork()
-          if (ws.bufferedAmount === 0) framesSinceDrain = 0
         }
         const sendEncoded = (frame: Uint8Array): void => {
           if (!open || closing) return
-          framesSinceDrain++
-          if (framesSinceDrain > config.outboundMaxMessages || ws.bufferedAmount + frame.byteLength > config.outboundMaxBytes) {
-            const backlog = ws.bufferedAmount
+          framesSent++
+          bytesSent += frame.byteLength
+          const backlog = ws.bufferedAmount + frame.byteLength
+          const backlogFrames = backlog / (bytesSent / framesSent)
+          if (backlogFrames > config.outboundMaxMessages || backlog > config.outboundMaxBytes) {
             hardClose({ code: 4003, reason: "Slow consumer" })
-            runFork(Effect.logWarning(`slow consumer closed (4003): ${framesSinceDrain} frames / ${backlog} bytes unsent`).pipe(Effect.annotateLogs({ remote: remoteAddress })))
+            runFork(Effect.logWarning(`slow consumer closed (4003): ~${Math.round(backlogFrames)} frames / ${backlog} bytes unsent`).pipe(Effect.annotateLogs({ remote: remoteAddress })))
             return
           }
           if (!corked && rawSocket !== undefined) {
