@@ -153,7 +153,7 @@ const ROWS_PER_STATEMENT = 400
 type Tag = StorageMutation["_tag"]
 
 /** The row a mutation touches, for splitting a run where one row would be written twice by one statement. */
-const rowIdentity = (m: StorageMutation): string => {
+export const rowIdentity = (m: StorageMutation): string => {
   switch (m._tag) {
     case "LwwPut":
     case "LwwDelete":

@@ -11,30 +11,10 @@
  * only slower in a rare one. (Escapes inside a value's JSON text are doubled, `\\u`, and do not count.)
  */
 import type { StorageMutation } from "../Storage.js"
-import { batchStatements, encodeValue, type SqlStatement, sqliteDialect, T } from "./schema.js"
+import { batchStatements, encodeValue, rowIdentity, type SqlStatement, sqliteDialect, T } from "./schema.js"
 
 type Of<K extends StorageMutation["_tag"]> = Extract<StorageMutation, { _tag: K }>
 type Cell = string | number | null
-
-/** The row a mutation touches: a run never holds one row twice, so in-statement order cannot matter. */
-const rowIdentity = (m: StorageMutation): string => {
-  switch (m._tag) {
-    case "LwwPut":
-    case "LwwDelete":
-      return `${m.mapName}\u0000${m.key}`
-    case "OrPut":
-      return `${m.mapName}\u0000${m.key}\u0000${m.record.tag}`
-    case "OrRemove":
-      return `${m.mapName}\u0000${m.key}\u0000${m.tag}`
-    case "OrTombstone":
-    case "OrPruneTombstone":
-      return `${m.mapName}\u0000${m.tag}`
-    case "MapType":
-      return m.mapName
-    case "Meta":
-      return m.key
-  }
-}
 
 /** Integer columns get integers (as `batchStatements` does): a NaN or fraction never reaches the store. */
 const int = (n: number): number => (Number.isSafeInteger(n) ? n : Number.isFinite(n) ? Math.trunc(n) : 0)
