@@ -37,6 +37,8 @@ export const termScore = (idf: number, tf: number, dl: number, avgdl: number): n
 interface Posting {
   readonly term: string
   df: number
+  /** Removal pass that last counted this posting's df (a term can repeat across a document's fields). */
+  removalStamp: number
   readonly ords: number[]
   readonly tfs: number[]
   readonly slots: number[]
@@ -132,6 +134,8 @@ export class FullTextIndex {
   private readonly docs: Array<IndexedDoc | undefined> = []
   private readonly docLengths: number[] = []
   private readonly freeOrds: number[] = []
+  /** Counter for `Posting.removalStamp`. */
+  private removals = 0
   private docCount = 0
   private totalLength = 0
   // Per-ordinal scratch for searches; every slot is back to zero between searches.
@@ -188,7 +192,7 @@ export class FullTextIndex {
         let posting = this.postings.get(term)
         if (posting === undefined) {
           const owned = detach(term)
-          posting = { term: owned, df: 0, ords: [], tfs: [], slots: [] }
+          posting = { term: owned, df: 0, removalStamp: 0, ords: [], tfs: [], slots: [] }
           this.postings.set(owned, posting)
         }
         const position = posting.ords.length
@@ -216,8 +220,8 @@ export class FullTextIndex {
     if (ord === undefined) return
     const doc = this.docs[ord]!
     const { entries, fields } = doc
-    // A term can repeat across fields; df drops once per distinct term.
-    const seen = fields.length > FIELD_STRIDE ? new Set<Posting>() : undefined
+    // A term can repeat across fields; df drops once per distinct term (stamped, no Set per removal).
+    const stamp = ++this.removals
     for (let i = 0; i < entries.length; i += STRIDE) {
       const posting = entries[i] as Posting
       const position = entries[i + 1] as number
@@ -233,8 +237,8 @@ export class FullTextIndex {
       posting.ords.pop()
       posting.tfs.pop()
       posting.slots.pop()
-      if (seen === undefined || !seen.has(posting)) {
-        seen?.add(posting)
+      if (posting.removalStamp !== stamp) {
+        posting.removalStamp = stamp
         posting.df--
       }
       if (posting.ords.length === 0) this.postings.delete(posting.term)
