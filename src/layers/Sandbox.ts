@@ -248,7 +248,8 @@ const make = Effect.gen(function* () {
     })
   })
 
-  yield* Effect.acquireRelease(Effect.orDie(currentLink), () =>
+  // The worker starts on first use (a server whose clients never send code pays nothing for it).
+  yield* Effect.addFinalizer(() =>
     Effect.sync(() => {
       closed = true
       processors.clear()
