@@ -94,7 +94,11 @@ cli(process.argv).pipe(
   ),
   Effect.tapErrorCause((cause) =>
     Cause.isInterruptedOnly(cause) ? Effect.void : Effect.sync(() => {
-      process.stderr.write(`tessera: ${Cause.pretty(cause)}\n`)
+      // Expected startup failures (storage unreachable or corrupt, port in use) are one clear line;
+      // anything else is a bug and keeps its full cause.
+      const failure = Cause.failureOption(cause)
+      const expected = failure._tag === "Some" && typeof (failure.value as { message?: unknown }).message === "string"
+      process.stderr.write(expected ? `tessera: startup failed: ${(failure.value as { message: string }).message}\n` : `tessera: ${Cause.pretty(cause)}\n`)
       process.exitCode = 1
     })
   ),
