@@ -66,6 +66,16 @@ describe("configuration", () => {
     fs.rmSync(dir, { recursive: true, force: true })
   }, 60_000)
 
+  it("reports a corrupt store as a one-line startup error (exit 1), never a silent empty start", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tessera-corrupt-"))
+    fs.writeFileSync(path.join(dir, "tessera.db"), "this is not a database file, just text")
+    const r = await cli(["serve", "--port", "0", "--data-dir", dir])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toContain("tessera: startup failed: Cannot open the SQLite store")
+    expect(r.stdout).not.toContain("PORT=")
+    fs.rmSync(dir, { recursive: true, force: true })
+  }, 60_000)
+
   it("documents every option in --help", async () => {
     const r = await cli(["serve", "--help"])
     for (const flag of ["--port", "--host", "--node-id", "--storage", "--data-dir", "--database-url", "--timestamp-mode", "--max-drift-ms", "--log-level", "--gc-interval-ms", "--gc-age-ms", "--ttl-sweep-interval-ms", "--config"]) {
