@@ -18,7 +18,7 @@ import { pathToFileURL } from "node:url"
 import { lwwItemHash, MerkleTree } from "../src/crdt/merkle.js"
 import { batchStatements, encodeValue, sqliteDialect, T } from "../src/layers/storage/schema.js"
 import { BenchClient } from "./lib/client.js"
-import { describeError, errorReason } from "./lib/scenario.js"
+import { ask, describeError, errorReason } from "./lib/scenario.js"
 import type { ServerHandle } from "./lib/server-process.js"
 import { renderTable } from "./lib/stats.js"
 import { readRss, startTessera, tesseraMissing } from "./lib/tessera.js"
@@ -86,23 +86,6 @@ const writeStore = async (file: string, records: number): Promise<number> => {
     client.close()
   }
 }
-
-/** Sends `message` and resolves with the first reply of `replyType` (or rejects on ERROR / timeout). */
-const ask = (client: BenchClient, message: object, replyType: string, timeoutMs: number) =>
-  new Promise<any>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${replyType} within ${timeoutMs} ms`)), timeoutMs)
-    client.onError((e) => {
-      clearTimeout(timer)
-      reject(new Error(`server answered ERROR ${e.code} ${e.message}`))
-    })
-    client.on(replyType, (reply) => {
-      clearTimeout(timer)
-      client.off(replyType)
-      client.onError(undefined)
-      resolve(reply.payload)
-    })
-    client.send(message)
-  })
 
 export const runColdstart = async (options: ColdstartOptions): Promise<void> => {
   const title = `\ncoldstart: embedded SQL store with ${options.records.toLocaleString("en")} LWW records (~100-byte values) in one map`

@@ -11,7 +11,7 @@
  */
 import { BenchClient, closeAll, connectMany } from "./lib/client.js"
 import { loadRecords } from "./lib/load.js"
-import { describeError, errorReason, type Outcome } from "./lib/scenario.js"
+import { ask, describeError, errorReason, type Outcome } from "./lib/scenario.js"
 import type { ServerHandle } from "./lib/server-process.js"
 import { formatMs, formatRate, formatRatio, renderTable, Samples } from "./lib/stats.js"
 import { customTessera, startTessera, tesseraMissing } from "./lib/tessera.js"
@@ -34,24 +34,6 @@ const WRITE_MAP = "bench"
 /** A word every written document carries, for the subscription that matches everything. */
 const COMMON_WORD = "memo"
 
-/** Sends `message` and resolves with the payload of the first `replyType` whose `idField` equals `id`. */
-const ask = (client: BenchClient, message: object, replyType: string, idField: string, id: string, timeoutMs: number) =>
-  new Promise<any>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${replyType} within ${timeoutMs} ms`)), timeoutMs)
-    client.onError((e) => {
-      clearTimeout(timer)
-      reject(new Error(`server answered ERROR ${e.code} ${e.message}`))
-    })
-    client.on(replyType, (reply) => {
-      if (reply.payload?.[idField] !== id) return
-      clearTimeout(timer)
-      client.off(replyType)
-      client.onError(undefined)
-      resolve(reply.payload)
-    })
-    client.send(message)
-  })
-
 /** A server whose write map already has a SEARCH_SUB (from its own connection) for `query`. */
 const searchedServer = (options: SearchOptions, query: string, counter: { updates: number }) =>
   customTessera(async () => {
@@ -59,7 +41,7 @@ const searchedServer = (options: SearchOptions, query: string, counter: { update
     let subscriber: BenchClient | undefined
     try {
       subscriber = await BenchClient.connect({ url: server.url, token: options.token })
-      const resp = await ask(subscriber, { type: "SEARCH_SUB", payload: { subscriptionId: "bench-sub", mapName: WRITE_MAP, query } }, "SEARCH_RESP", "requestId", "bench-sub", 10_000)
+      const resp = await ask(subscriber, { type: "SEARCH_SUB", payload: { subscriptionId: "bench-sub", mapName: WRITE_MAP, query } }, "SEARCH_RESP", 10_000, (p) => p?.requestId === "bench-sub")
       if (resp.error !== undefined) throw new Error(`SEARCH_SUB answered error: ${resp.error}`)
       subscriber.on("SEARCH_UPDATE", () => {
         counter.updates++
@@ -147,7 +129,7 @@ const runQueryLatency = async (options: SearchOptions): Promise<void> => {
     const search = async (query: string) => {
       const requestId = `q${++seq}`
       const sentAt = performance.now()
-      const resp = await ask(client!, { type: "SEARCH", payload: { requestId, mapName: "corpus", query, options: { limit: 10 } } }, "SEARCH_RESP", "requestId", requestId, 60_000)
+      const resp = await ask(client!, { type: "SEARCH", payload: { requestId, mapName: "corpus", query, options: { limit: 10 } } }, "SEARCH_RESP", 60_000, (p) => p?.requestId === requestId)
       if (resp.error !== undefined) throw new Error(`SEARCH answered error: ${resp.error}`)
       return { ms: performance.now() - sentAt, results: Array.isArray(resp.results) ? resp.results.length : 0 }
     }

@@ -35,3 +35,30 @@ export const errorCounts = (clients: ReadonlyArray<BenchClient>): string => {
 
 export const describeError = (error: unknown): string =>
   (error instanceof Error ? error.message : String(error)).split("\n")[0]!
+
+/**
+ * Sends `message` and resolves with the payload of the first `replyType` reply that `matches` (default:
+ * any); rejects on an ERROR from the server or after `timeoutMs`.
+ */
+export const ask = (
+  client: BenchClient,
+  message: object,
+  replyType: string,
+  timeoutMs: number,
+  matches: (payload: any) => boolean = () => true
+) =>
+  new Promise<any>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${replyType} within ${timeoutMs} ms`)), timeoutMs)
+    client.onError((e) => {
+      clearTimeout(timer)
+      reject(new Error(`server answered ERROR ${e.code} ${e.message}`))
+    })
+    client.on(replyType, (reply) => {
+      if (!matches(reply.payload)) return
+      clearTimeout(timer)
+      client.off(replyType)
+      client.onError(undefined)
+      resolve(reply.payload)
+    })
+    client.send(message)
+  })

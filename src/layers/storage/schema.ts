@@ -92,6 +92,23 @@ const storedAtOf = (ts: Timestamp, millis: number, counter: number, nodeId: stri
 
 const toNumber = (v: unknown): number => (typeof v === "number" ? v : Number(v))
 
+/** The record timestamp, storage time and optional `ttlMs` shared by LWW and OR rows. */
+const decodeStamps = (
+  ids: NodeIdInterner,
+  millis: unknown,
+  counter: unknown,
+  nodeId: string,
+  ttlMs: unknown,
+  sMillis: unknown,
+  sCounter: unknown,
+  sNodeId: string
+) => {
+  const ts = timestamp(toNumber(millis), toNumber(counter), ids.intern(nodeId))
+  const storedAt = storedAtOf(ts, toNumber(sMillis), toNumber(sCounter), ids.intern(sNodeId))
+  const ttl = ttlMs === null || ttlMs === undefined ? {} : { ttlMs: toNumber(ttlMs) }
+  return { ts, storedAt, ttl }
+}
+
 /** Builds a loaded LWW row from column values (ints may arrive as strings from PostgreSQL's BIGINT). */
 export const decodeLww = (
   ids: NodeIdInterner,
@@ -105,11 +122,8 @@ export const decodeLww = (
   sCounter: unknown,
   sNodeId: string
 ): LoadedLww => {
-  const ts = timestamp(toNumber(millis), toNumber(counter), ids.intern(nodeId))
-  const storedAt = storedAtOf(ts, toNumber(sMillis), toNumber(sCounter), ids.intern(sNodeId))
-  const record: LWWRecord = ttlMs === null || ttlMs === undefined
-    ? { value, timestamp: ts }
-    : { value, timestamp: ts, ttlMs: toNumber(ttlMs) }
+  const { ts, storedAt, ttl } = decodeStamps(ids, millis, counter, nodeId, ttlMs, sMillis, sCounter, sNodeId)
+  const record: LWWRecord = { value, timestamp: ts, ...ttl }
   return { key, record, storedAt }
 }
 
@@ -126,11 +140,8 @@ export const decodeOrRecord = (
   sCounter: unknown,
   sNodeId: string
 ): LoadedOrRecord => {
-  const ts = timestamp(toNumber(millis), toNumber(counter), ids.intern(nodeId))
-  const storedAt = storedAtOf(ts, toNumber(sMillis), toNumber(sCounter), ids.intern(sNodeId))
-  const record: ORMapRecord = ttlMs === null || ttlMs === undefined
-    ? { value, timestamp: ts, tag }
-    : { value, timestamp: ts, tag, ttlMs: toNumber(ttlMs) }
+  const { ts, storedAt, ttl } = decodeStamps(ids, millis, counter, nodeId, ttlMs, sMillis, sCounter, sNodeId)
+  const record: ORMapRecord = { value, timestamp: ts, tag, ...ttl }
   return { key, record, storedAt }
 }
 
