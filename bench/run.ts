@@ -196,6 +196,7 @@ const main = async (): Promise<void> => {
                 p99: outcome.result.latency.p99,
                 throughput: outcome.result.opsPerSecond,
                 note: [
+                  Number.isFinite(outcome.result.serverCpuUsPerOp) ? `server CPU ${outcome.result.serverCpuUsPerOp.toFixed(1)} us/op` : "",
                   outcome.result.failedOps > 0 ? `${outcome.result.failedOps} failed ops` : "",
                   outcome.result.errors !== "" ? `ERROR ${outcome.result.errors}` : ""
                 ].filter((s) => s !== "").join(", ")

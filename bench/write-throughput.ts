@@ -9,6 +9,7 @@ import { closeAll, connectMany, type BenchClient } from "./lib/client.js"
 import { describeError, errorCounts, errorReason, sleep, unavailable, waitUntil, type Outcome } from "./lib/scenario.js"
 import type { Target } from "./lib/server-process.js"
 import { Samples, type LatencySummary } from "./lib/stats.js"
+import { readCpuSeconds } from "./lib/tessera.js"
 
 export interface WriteOptions {
   readonly connections: number
@@ -32,6 +33,8 @@ export interface WriteResult {
   readonly failedOps: number
   /** ERROR frames by code, if any. */
   readonly errors: string
+  /** Server CPU time (user + system, all its threads) per acked op in the window, in microseconds. */
+  readonly serverCpuUsPerOp: number
 }
 
 const TITLE = "Quarterly report draft for the benchmark workspace"
@@ -121,7 +124,10 @@ export const runWriteThroughput = async (target: Target, options: WriteOptions):
     // A server without OP_BATCH support answers ERROR (e.g. 501) instead of acks: give up early.
     await waitUntil(() => acks > 0 || errorReason(clients) !== undefined, 5000)
     if (acks === 0) return unavailable(errorReason(clients) ?? "no OP_ACK within 5 s")
+    await sleep(Math.max(0, windowStart - performance.now()))
+    const cpuAtStart = await readCpuSeconds(server.pid)
     await sleep(Math.max(0, windowEnd - performance.now()))
+    const cpuAtEnd = await readCpuSeconds(server.pid)
     stopping = true
     await waitUntil(() => writers.every((w) => w.pending.size === 0), 2000)
 
@@ -132,7 +138,8 @@ export const runWriteThroughput = async (target: Target, options: WriteOptions):
         batchesAcked: samples.count,
         latency: samples.summary(),
         failedOps,
-        errors: errorCounts(clients)
+        errors: errorCounts(clients),
+        serverCpuUsPerOp: ((cpuAtEnd - cpuAtStart) * 1e6) / Math.max(1, ackedOps)
       }
     }
   } catch (error) {

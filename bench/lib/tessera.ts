@@ -57,6 +57,19 @@ export const customTessera = (start: () => Promise<ServerHandle>): Target => ({
 })
 
 /** Resident set size and its peak in MiB, from /proc/<pid>/status (Linux); NaN elsewhere. */
+/** CPU seconds (user + system) the process has used so far, from /proc/<pid>/stat; NaN if unreadable. */
+export const readCpuSeconds = async (pid: number): Promise<number> => {
+  const { readFile } = await import("node:fs/promises")
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8")
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15 (in clock ticks, 100/s).
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return (Number(fields[11]) + Number(fields[12])) / 100
+  } catch {
+    return Number.NaN
+  }
+}
+
 export const readRss = async (pid: number): Promise<{ rssMiB: number; peakMiB: number }> => {
   const { readFile } = await import("node:fs/promises")
   try {

@@ -1,4 +1,4 @@
-import { Effect, Exit, Option } from "effect"
+import { Effect, Exit, Option, Runtime } from "effect"
 import { parseTimestamp, timestampToString } from "../crdt/hlc.js"
 import type { LWWRecord, ORMapRecord, Timestamp, WriteConcern } from "../crdt/types.js"
 import { WRITE_CONCERN_ORDER } from "../crdt/types.js"
@@ -36,8 +36,8 @@ export interface WriteOutcome {
   readonly refusals: ReadonlyArray<OpRefusal>
   /** Results of the ops with an id, in op order, once every op reached its level or failed. */
   readonly results: Effect.Effect<ReadonlyArray<OpResult>>
-  /** True when `results` completes without waiting (no PERSISTED op pending). */
-  readonly immediate: boolean
+  /** The results at once when nothing waits (no PERSISTED op pending); undefined otherwise. */
+  readonly resultsNow: (() => ReadonlyArray<OpResult>) | undefined
 }
 
 export interface WriteSource {
@@ -124,6 +124,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
     const replicatedRequiresCommit = (yield* Cluster).replicatedRequiresCommit === true
     const hooks = Option.getOrElse(yield* Effect.serviceOption(Hooks), () => ({}) as ServerHooks)
     const duplicates = new DuplicateWindow(config.duplicateWindowMs, 100_000)
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
 
     /** Loads every map the ops name before the synchronous apply loop (reads and writes wait for loads). */
     /** Names of the maps the ops touch that are not loaded yet (undefined when all are: the common case). */
@@ -238,177 +239,203 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
         const unloaded = unloadedNames(admittedOps)
         const loadFailures = unloaded === undefined ? NO_LOAD_FAILURES : yield* loadMaps(unloaded)
         if (resolvers.hasCustom()) yield* resolvers.prepare(namesOf(admittedOps))
-        const refusals: OpRefusal[] = []
-        const slots: Array<{ opId: string | undefined; result: OpResult | undefined; persistTimeout?: number; requested?: WriteConcern }> = []
-        const writerId = source.connection?.id
-        const lateRefusals: string[] = []
-        let lastActive: Timestamp | undefined
-
-        for (const entry of entries) {
-          const opId = entry.opId
-          const refuse = (code: number, reason: string) => {
-            metrics.opResult("rejected")
-            refusals.push({ opId, code, reason })
-            slots.push({ opId, result: opId === undefined ? undefined : { opId, success: false, achievedLevel: "FIRE_AND_FORGET", error: reason } })
-          }
-          if (!isAdmitted(entry)) {
-            if ("_tag" in entry) {
-              // Refused by a hook after validation: a failure result, not an OP_REJECTED.
-              metrics.opResult("failed")
-              slots.push({ opId, result: opId === undefined ? undefined : { opId, success: false, achievedLevel: "FIRE_AND_FORGET", error: entry.error } })
-            } else refuse(entry.code, entry.reason)
-            continue
-          }
-          const { op, kind, clientTs, requested, timeout } = entry
-          const isLwwRemoval = kind === "REMOVE" || (kind === "PUT" && (op.record?.value ?? null) === null)
-          // FIRE_AND_FORGET is reached: an op acknowledged at that level has its later refusals only logged.
-          const lateRefuse = (code: number, reason: string) => {
-            if (requested !== "FIRE_AND_FORGET") return refuse(code, reason)
-            slots.push({ opId, result: opId === undefined ? undefined : { opId, success: true, achievedLevel: "FIRE_AND_FORGET" } })
-            lateRefusals.push(`${op.mapName}/${op.key}: ${reason}`)
-          }
-          const loadFailure = loadFailures.get(op.mapName)
-          if (loadFailure !== undefined) {
-            lateRefuse(500, loadFailure)
-            continue
-          }
-          const state = maps.peek(op.mapName) as MapState
-          const isOrOp = kind === "OR_ADD" || kind === "OR_REMOVE"
-          if (state.type === "LWW" && isOrOp) {
-            lateRefuse(409, "Map type mismatch: LWWMap but received OR op")
-            continue
-          }
-          if (state.type === "OR" && !isOrOp) {
-            lateRefuse(409, "Map type mismatch: ORMap but received LWW op")
-            continue
-          }
-
-          let duplicate = false
-          let rejectedByResolver: string | undefined
-          if (clientTs !== undefined) {
-            hlc.update(clientTs)
-            if (config.timestampMode === "server") {
-              const original = timestampToString(clientTs)
-              const now = wall()
-              if (duplicates.has(original, now)) duplicate = true
-              else duplicates.add(original, now)
-            }
-          }
-          if (!duplicate) {
-            const restamp = config.timestampMode === "server" && clientTs !== undefined
-            const ctx = { origin: source.origin, ...(writerId !== undefined ? { writerId } : {}), echoToWriter: restamp } as const
-            switch (kind) {
-              case "PUT":
-              case "REMOVE": {
-                const record: LWWRecord = op.record == null
-                  ? { value: null, timestamp: hlc.now() }
-                  : kind === "REMOVE" || restamp
-                  ? { ...op.record, ...(kind === "REMOVE" ? { value: null } : {}), ...(restamp ? { timestamp: hlc.now() } : {}) }
-                  : op.record
-                lastActive = record.timestamp
-                if (!resolvers.has(state.name)) {
-                  maps.applyLww(state, op.key, record, ctx)
-                  break
-                }
-                const resolution = resolvers.resolve(state, op.key, record, source.principal, writerId)
-                if (resolution._tag === "Accept") maps.applyLww(state, op.key, record, ctx)
-                else if (resolution._tag === "Merge") {
-                  const merged: LWWRecord = { value: resolution.value as LWWRecord["value"], timestamp: hlc.now(), ...(record.ttlMs !== undefined ? { ttlMs: record.ttlMs } : {}) }
-                  maps.applyLww(state, op.key, merged, { ...ctx, echoToWriter: true })
-                } else if (resolution._tag === "Reject") {
-                  rejectedByResolver = resolution.reason
-                  mergeRejected(source, state, op.key, record.value, resolution.reason)
-                }
-                break
-              }
-              case "OR_ADD": {
-                const record: ORMapRecord = restamp ? { ...op.orRecord!, timestamp: hlc.now() } : op.orRecord!
-                maps.applyOrAdd(state, op.key, record, ctx)
-                lastActive = record.timestamp
-                break
-              }
-              case "OR_REMOVE": {
-                maps.applyOrTombstone(state, op.key, op.orTag!, ctx)
-                lastActive = parseTimestamp(op.orTag!) ?? lastActive
-                break
-              }
-            }
-          }
-          metrics.opApplied(kind === "REMOVE" || isLwwRemoval ? "DELETE" : kind, op.mapName)
-          // APPLIED; a single node has no backups, so REPLICATED is reached with it.
-          if (rejectedByResolver !== undefined) {
-            slots.push({ opId, result: opId === undefined ? undefined : { opId, success: false, achievedLevel: "MEMORY", error: `Rejected by conflict resolver: ${rejectedByResolver}` } })
-          } else if (opId === undefined) {
-            slots.push({ opId, result: undefined })
-          } else if (requested === "FIRE_AND_FORGET") {
-            slots.push({ opId, result: { opId, success: true, achievedLevel: "FIRE_AND_FORGET" } })
-          } else if (requested !== "PERSISTED" && !(requested === "REPLICATED" && replicatedRequiresCommit)) {
-            slots.push({ opId, result: { opId, success: true, achievedLevel: replicatedRequiresCommit ? "APPLIED" : "REPLICATED" } })
-          } else if (!maps.durable) {
-            slots.push({ opId, result: { opId, success: false, achievedLevel: "REPLICATED", error: "PERSISTED not available: no durable storage configured" } })
-          } else {
-            slots.push({ opId, result: undefined, persistTimeout: timeout, requested })
-          }
-        }
-        if (lastActive !== undefined && source.connection !== undefined) source.connection.lastActiveHlc = lastActive
-        if (lateRefusals.length > 0) yield* Effect.logWarning("FIRE_AND_FORGET ops refused after acknowledgement", lateRefusals)
-        if (hooks.onAfterOp !== undefined) {
-          const onAfterOp = hooks.onAfterOp
-          const context = { connectionId: source.connection?.id, principal: source.principal, authenticated: true, origin: source.origin } as const
-          const applied = entries.filter(isAdmitted).map((e) => e.op)
-          yield* Effect.forkDaemon(Effect.forEach(applied, (op) => Effect.ignore(onAfterOp(op, context)), { discard: true }))
-        }
-
-        // Same synchronous run as the applies: per-key storage order = apply order.
-        const persisted = maps.flushPersistence()
-        const pending = slots.filter((s) => s.persistTimeout !== undefined)
-        const collect = (): ReadonlyArray<OpResult> => {
-          const out: OpResult[] = []
-          for (const s of slots) {
-            if (s.result === undefined) continue
-            out.push(s.result)
-            if (s.result.error?.startsWith("Timeout") === true) metrics.ackTimeout()
-          }
-          // One observation per acknowledgement (all ops of a batch are acknowledged together).
-          if (out.length > 0) metrics.ackLatency(slots.find((s) => s.requested !== undefined)?.requested ?? out[0]!.achievedLevel, (wall() - started) / 1000)
-          return out
-        }
-        if (pending.length === 0) {
-          if (maps.durable) yield* Effect.forkDaemon(Effect.ignore(persisted))
-          return { refusals, results: Effect.sync(collect), immediate: true }
-        }
-        // One wait per distinct timeout (normally one per batch), not a timer fiber per op.
-        const byTimeout = new Map<number, typeof pending>()
-        for (const slot of pending) {
-          const group = byTimeout.get(slot.persistTimeout!)
-          if (group === undefined) byTimeout.set(slot.persistTimeout!, [slot])
-          else group.push(slot)
-        }
-        const results = Effect.forEach(byTimeout, ([timeoutMs, group]) =>
-          persisted.pipe(
-            Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => ({ _tag: "Timeout" as const }) }),
-            Effect.match({
-              // With a shared store, the commit both persists and publishes (REPLICATED = PERSISTED reached).
-              onSuccess: () => {
-                for (const slot of group) slot.result = { opId: slot.opId!, success: true, achievedLevel: "PERSISTED" }
-              },
-              onFailure: (e) => {
-                const below: WriteConcern = replicatedRequiresCommit ? "APPLIED" : "REPLICATED"
-                for (const slot of group) {
-                  slot.result = {
-                    opId: slot.opId!,
-                    success: false,
-                    achievedLevel: below,
-                    error: e._tag === "Timeout" ? `Timeout: achieved ${below}, requested ${slot.requested}` : `Persistence failed: ${e.message}`
-                  }
-                }
-              }
-            })
-          ), { concurrency: "unbounded", discard: true }).pipe(Effect.map(collect))
-        return { refusals, results, immediate: false }
+        return applyEntries(source, entries, loadFailures, started)
       })
 
-    return { processOps, levelOf, timeoutOf } as const
+    /**
+     * `processOps` without leaving the caller's synchronous run, when nothing in it has to wait: no
+     * `onBeforeOp` hook, every named map loaded, no custom resolver to compile. Returns undefined when
+     * the ops need `processOps`. The common write then costs no fiber hop at all (the session calls it
+     * straight from the socket callback when its inbound queue is empty).
+     */
+    const processOpsNow = (
+      source: WriteSource,
+      ops: ReadonlyArray<unknown>,
+      batchConcern: WriteConcern | undefined,
+      batchTimeout: number | undefined
+    ): WriteOutcome | undefined => {
+      if (hooks.onBeforeOp !== undefined || resolvers.hasCustom() || unloadedNames(ops) !== undefined) return undefined
+      const started = wall()
+      const entries: Array<Admitted | OpRefusal | Failed> = ops.map((raw) => validate(source, raw, batchConcern, batchTimeout))
+      return applyEntries(source, entries, NO_LOAD_FAILURES, started)
+    }
+
+    /** The synchronous apply run over validated entries (every named map loaded or in `loadFailures`). */
+    const applyEntries = (
+      source: WriteSource,
+      entries: ReadonlyArray<Admitted | OpRefusal | Failed>,
+      loadFailures: ReadonlyMap<string, string>,
+      started: number
+    ): WriteOutcome => {
+      const refusals: OpRefusal[] = []
+      const slots: Array<{ opId: string | undefined; result: OpResult | undefined; persistTimeout?: number; requested?: WriteConcern }> = []
+      const writerId = source.connection?.id
+      const lateRefusals: string[] = []
+      let lastActive: Timestamp | undefined
+
+      for (const entry of entries) {
+        const opId = entry.opId
+        const refuse = (code: number, reason: string) => {
+          metrics.opResult("rejected")
+          refusals.push({ opId, code, reason })
+          slots.push({ opId, result: opId === undefined ? undefined : { opId, success: false, achievedLevel: "FIRE_AND_FORGET", error: reason } })
+        }
+        if (!isAdmitted(entry)) {
+          if ("_tag" in entry) {
+            // Refused by a hook after validation: a failure result, not an OP_REJECTED.
+            metrics.opResult("failed")
+            slots.push({ opId, result: opId === undefined ? undefined : { opId, success: false, achievedLevel: "FIRE_AND_FORGET", error: entry.error } })
+          } else refuse(entry.code, entry.reason)
+          continue
+        }
+        const { op, kind, clientTs, requested, timeout } = entry
+        const isLwwRemoval = kind === "REMOVE" || (kind === "PUT" && (op.record?.value ?? null) === null)
+        // FIRE_AND_FORGET is reached: an op acknowledged at that level has its later refusals only logged.
+        const lateRefuse = (code: number, reason: string) => {
+          if (requested !== "FIRE_AND_FORGET") return refuse(code, reason)
+          slots.push({ opId, result: opId === undefined ? undefined : { opId, success: true, achievedLevel: "FIRE_AND_FORGET" } })
+          lateRefusals.push(`${op.mapName}/${op.key}: ${reason}`)
+        }
+        const loadFailure = loadFailures.get(op.mapName)
+        if (loadFailure !== undefined) {
+          lateRefuse(500, loadFailure)
+          continue
+        }
+        const state = maps.peek(op.mapName) as MapState
+        const isOrOp = kind === "OR_ADD" || kind === "OR_REMOVE"
+        if (state.type === "LWW" && isOrOp) {
+          lateRefuse(409, "Map type mismatch: LWWMap but received OR op")
+          continue
+        }
+        if (state.type === "OR" && !isOrOp) {
+          lateRefuse(409, "Map type mismatch: ORMap but received LWW op")
+          continue
+        }
+
+        let duplicate = false
+        let rejectedByResolver: string | undefined
+        if (clientTs !== undefined) {
+          hlc.update(clientTs)
+          if (config.timestampMode === "server") {
+            const original = timestampToString(clientTs)
+            const now = wall()
+            if (duplicates.has(original, now)) duplicate = true
+            else duplicates.add(original, now)
+          }
+        }
+        if (!duplicate) {
+          const restamp = config.timestampMode === "server" && clientTs !== undefined
+          const ctx = { origin: source.origin, ...(writerId !== undefined ? { writerId } : {}), echoToWriter: restamp } as const
+          switch (kind) {
+            case "PUT":
+            case "REMOVE": {
+              const record: LWWRecord = op.record == null
+                ? { value: null, timestamp: hlc.now() }
+                : kind === "REMOVE" || restamp
+                ? { ...op.record, ...(kind === "REMOVE" ? { value: null } : {}), ...(restamp ? { timestamp: hlc.now() } : {}) }
+                : op.record
+              lastActive = record.timestamp
+              if (!resolvers.has(state.name)) {
+                maps.applyLww(state, op.key, record, ctx)
+                break
+              }
+              const resolution = resolvers.resolve(state, op.key, record, source.principal, writerId)
+              if (resolution._tag === "Accept") maps.applyLww(state, op.key, record, ctx)
+              else if (resolution._tag === "Merge") {
+                const merged: LWWRecord = { value: resolution.value as LWWRecord["value"], timestamp: hlc.now(), ...(record.ttlMs !== undefined ? { ttlMs: record.ttlMs } : {}) }
+                maps.applyLww(state, op.key, merged, { ...ctx, echoToWriter: true })
+              } else if (resolution._tag === "Reject") {
+                rejectedByResolver = resolution.reason
+                mergeRejected(source, state, op.key, record.value, resolution.reason)
+              }
+              break
+            }
+            case "OR_ADD": {
+              const record: ORMapRecord = restamp ? { ...op.orRecord!, timestamp: hlc.now() } : op.orRecord!
+              maps.applyOrAdd(state, op.key, record, ctx)
+              lastActive = record.timestamp
+              break
+            }
+            case "OR_REMOVE": {
+              maps.applyOrTombstone(state, op.key, op.orTag!, ctx)
+              lastActive = parseTimestamp(op.orTag!) ?? lastActive
+              break
+            }
+          }
+        }
+        metrics.opApplied(kind === "REMOVE" || isLwwRemoval ? "DELETE" : kind, op.mapName)
+        // APPLIED; a single node has no backups, so REPLICATED is reached with it.
+        if (rejectedByResolver !== undefined) {
+          slots.push({ opId, result: opId === undefined ? undefined : { opId, success: false, achievedLevel: "MEMORY", error: `Rejected by conflict resolver: ${rejectedByResolver}` } })
+        } else if (opId === undefined) {
+          slots.push({ opId, result: undefined })
+        } else if (requested === "FIRE_AND_FORGET") {
+          slots.push({ opId, result: { opId, success: true, achievedLevel: "FIRE_AND_FORGET" } })
+        } else if (requested !== "PERSISTED" && !(requested === "REPLICATED" && replicatedRequiresCommit)) {
+          slots.push({ opId, result: { opId, success: true, achievedLevel: replicatedRequiresCommit ? "APPLIED" : "REPLICATED" } })
+        } else if (!maps.durable) {
+          slots.push({ opId, result: { opId, success: false, achievedLevel: "REPLICATED", error: "PERSISTED not available: no durable storage configured" } })
+        } else {
+          slots.push({ opId, result: undefined, persistTimeout: timeout, requested })
+        }
+      }
+      if (lastActive !== undefined && source.connection !== undefined) source.connection.lastActiveHlc = lastActive
+      if (lateRefusals.length > 0) runFork(Effect.logWarning("FIRE_AND_FORGET ops refused after acknowledgement", lateRefusals))
+      if (hooks.onAfterOp !== undefined) {
+        const onAfterOp = hooks.onAfterOp
+        const context = { connectionId: source.connection?.id, principal: source.principal, authenticated: true, origin: source.origin } as const
+        const applied = entries.filter(isAdmitted).map((e) => e.op)
+        runFork(Effect.forEach(applied, (op) => Effect.ignore(onAfterOp(op, context)), { discard: true }))
+      }
+
+      // Same synchronous run as the applies: per-key storage order = apply order.
+      const persisted = maps.flushPersistence()
+      const pending = slots.filter((s) => s.persistTimeout !== undefined)
+      const collect = (): ReadonlyArray<OpResult> => {
+        const out: OpResult[] = []
+        for (const s of slots) {
+          if (s.result === undefined) continue
+          out.push(s.result)
+          if (s.result.error?.startsWith("Timeout") === true) metrics.ackTimeout()
+        }
+        // One observation per acknowledgement (all ops of a batch are acknowledged together).
+        if (out.length > 0) metrics.ackLatency(slots.find((s) => s.requested !== undefined)?.requested ?? out[0]!.achievedLevel, (wall() - started) / 1000)
+        return out
+      }
+      // Nobody waits on `persisted` here: write-behind retries and reports failures itself.
+      if (pending.length === 0) return { refusals, results: Effect.sync(collect), resultsNow: collect }
+      // One wait per distinct timeout (normally one per batch), not a timer fiber per op.
+      const byTimeout = new Map<number, typeof pending>()
+      for (const slot of pending) {
+        const group = byTimeout.get(slot.persistTimeout!)
+        if (group === undefined) byTimeout.set(slot.persistTimeout!, [slot])
+        else group.push(slot)
+      }
+      const results = Effect.forEach(byTimeout, ([timeoutMs, group]) =>
+        persisted.pipe(
+          Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => ({ _tag: "Timeout" as const }) }),
+          Effect.match({
+            // With a shared store, the commit both persists and publishes (REPLICATED = PERSISTED reached).
+            onSuccess: () => {
+              for (const slot of group) slot.result = { opId: slot.opId!, success: true, achievedLevel: "PERSISTED" }
+            },
+            onFailure: (e) => {
+              const below: WriteConcern = replicatedRequiresCommit ? "APPLIED" : "REPLICATED"
+              for (const slot of group) {
+                slot.result = {
+                  opId: slot.opId!,
+                  success: false,
+                  achievedLevel: below,
+                  error: e._tag === "Timeout" ? `Timeout: achieved ${below}, requested ${slot.requested}` : `Persistence failed: ${e.message}`
+                }
+              }
+            }
+          })
+        ), { concurrency: "unbounded", discard: true }).pipe(Effect.map(collect))
+      return { refusals, results, resultsNow: undefined }
+    }
+
+    return { processOps, processOpsNow, levelOf, timeoutOf } as const
   })
 }) {}
 

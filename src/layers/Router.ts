@@ -1,7 +1,7 @@
-import { Effect, Match } from "effect"
+import { Effect, Match, Runtime } from "effect"
 import type { ClientMessage } from "../protocol/schema.js"
 import type { Connection } from "./Connections.js"
-import { lowestSuccessfulLevel, Operations, type WriteOutcome } from "./Operations.js"
+import { lowestSuccessfulLevel, type OpResult, Operations, type WriteOutcome } from "./Operations.js"
 import { Journal } from "./Journal.js"
 import { Counters } from "./Counters.js"
 import { Locks } from "./Locks.js"
@@ -14,10 +14,8 @@ import { ServerConfig } from "./ServerConfig.js"
 import { Sync } from "./Sync.js"
 import { Topics } from "./Topics.js"
 
-type Handler<T extends ClientMessage["type"]> = (
-  connection: Connection,
-  message: Extract<ClientMessage, { type: T }>
-) => Effect.Effect<void>
+/** The two write messages, which share one pipeline and a synchronous fast path. */
+export type WriteMessage = Extract<ClientMessage, { type: "CLIENT_OP" | "OP_BATCH" }>
 
 /**
  * The single exhaustive dispatch over the client message union (architecture.md): adding a message
@@ -38,66 +36,83 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
     const locks = yield* Locks
     const counters = yield* Counters
     const search = yield* Search
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
 
     const ignore = () => (_connection: Connection) => Effect.void
 
-    /** Sends refusals at once and the ack when every op reached its level (off the inbound fiber if it waits). */
-    const deliver = (connection: Connection, outcome: WriteOutcome, ack: (results: ReadonlyArray<import("./Operations.js").OpResult>) => void) => {
-      const send = outcome.results.pipe(Effect.map(ack))
-      return outcome.immediate ? send : Effect.forkDaemon(send).pipe(Effect.asVoid)
+    /** OP_REJECTED for refusals with an op id, ERROR for those without. */
+    const sendRefusals = (connection: Connection, outcome: WriteOutcome, firstOnly: boolean) => {
+      for (const refusal of firstOnly ? outcome.refusals.slice(0, 1) : outcome.refusals) {
+        if (refusal.opId !== undefined) {
+          connection.send({ type: "OP_REJECTED", payload: { opId: refusal.opId, reason: refusal.reason, code: refusal.code } })
+        } else {
+          connection.send({ type: "ERROR", payload: { code: refusal.code, message: refusal.reason } })
+        }
+      }
     }
 
-    const clientOp: Handler<"CLIENT_OP"> = (connection, message) =>
-      operations.processOps({ principal: connection.principal!, connection, origin: "client" }, [message.payload], undefined, undefined).pipe(
-        Effect.flatMap((outcome) => {
-          const refusal = outcome.refusals[0]
-          if (refusal !== undefined) {
-            return Effect.sync(() => {
-              if (refusal.opId !== undefined) {
-                connection.send({ type: "OP_REJECTED", payload: { opId: refusal.opId, reason: refusal.reason, code: refusal.code } })
-              } else {
-                connection.send({ type: "ERROR", payload: { code: refusal.code, message: refusal.reason } })
-              }
-            })
-          }
-          return deliver(connection, outcome, (results) => {
-            const result = results[0]
-            if (result === undefined) return // no id: no OP_ACK
-            connection.send({ type: "OP_ACK", payload: { lastId: result.opId, achievedLevel: result.achievedLevel, results: [result] } })
-          })
-        })
-      )
+    const clientOpAck = (connection: Connection) => (results: ReadonlyArray<OpResult>) => {
+      const result = results[0]
+      if (result === undefined) return // no id: no OP_ACK
+      connection.send({ type: "OP_ACK", payload: { lastId: result.opId, achievedLevel: result.achievedLevel, results: [result] } })
+    }
 
-    const opBatch: Handler<"OP_BATCH"> = (connection, message) => {
-      const { ops } = message.payload
-      if (ops.length === 0) return Effect.void // nothing to acknowledge
-      return operations.processOps(
-        { principal: connection.principal!, connection, origin: "client" },
-        ops,
-        operations.levelOf(message.payload.writeConcern),
-        operations.timeoutOf(message.payload.timeout)
-      ).pipe(
-        Effect.flatMap((outcome) => {
-          for (const refusal of outcome.refusals) {
-            if (refusal.opId !== undefined) {
-              connection.send({ type: "OP_REJECTED", payload: { opId: refusal.opId, reason: refusal.reason, code: refusal.code } })
-            } else {
-              connection.send({ type: "ERROR", payload: { code: refusal.code, message: refusal.reason } })
-            }
-          }
-          let lastId = ""
-          for (let i = ops.length - 1; i >= 0; i--) {
-            const id = (ops[i] as { id?: unknown } | null)?.id
-            if (typeof id === "string" || typeof id === "number") {
-              lastId = String(id)
-              break
-            }
-          }
-          return deliver(connection, outcome, (results) =>
-            connection.send({ type: "OP_ACK", payload: { lastId, achievedLevel: lowestSuccessfulLevel(results), results } })
-          )
-        })
+    const opBatchAck = (connection: Connection, ops: ReadonlyArray<unknown>) => {
+      let lastId = ""
+      for (let i = ops.length - 1; i >= 0; i--) {
+        const id = (ops[i] as { id?: unknown } | null)?.id
+        if (typeof id === "string" || typeof id === "number") {
+          lastId = String(id)
+          break
+        }
+      }
+      return (results: ReadonlyArray<OpResult>) =>
+        connection.send({ type: "OP_ACK", payload: { lastId, achievedLevel: lowestSuccessfulLevel(results), results } })
+    }
+
+    /**
+     * CLIENT_OP answers its first refusal and nothing else; OP_BATCH answers every refusal and one ack.
+     * The ack goes out now when every op reached its level, else from a fiber that waits for persistence.
+     */
+    const respond = (connection: Connection, outcome: WriteOutcome, message: WriteMessage): Effect.Effect<void> => {
+      const single = message.type === "CLIENT_OP"
+      sendRefusals(connection, outcome, single)
+      if (single && outcome.refusals.length > 0) return Effect.void
+      const ack = single ? clientOpAck(connection) : opBatchAck(connection, message.payload.ops)
+      if (outcome.resultsNow !== undefined) {
+        ack(outcome.resultsNow())
+        return Effect.void
+      }
+      return Effect.forkDaemon(Effect.map(outcome.results, ack)).pipe(Effect.asVoid)
+    }
+
+    const writeSource = (connection: Connection) => ({ principal: connection.principal!, connection, origin: "client" }) as const
+    const opsOf = (message: WriteMessage): ReadonlyArray<unknown> => (message.type === "CLIENT_OP" ? [message.payload] : message.payload.ops)
+    const batchConcern = (message: WriteMessage) => (message.type === "OP_BATCH" ? operations.levelOf(message.payload.writeConcern) : undefined)
+    const batchTimeout = (message: WriteMessage) => (message.type === "OP_BATCH" ? operations.timeoutOf(message.payload.timeout) : undefined)
+
+    const write = (connection: Connection, message: WriteMessage): Effect.Effect<void> => {
+      const ops = opsOf(message)
+      if (ops.length === 0) return Effect.void // an empty OP_BATCH: nothing to acknowledge
+      return operations.processOps(writeSource(connection), ops, batchConcern(message), batchTimeout(message)).pipe(
+        Effect.flatMap((outcome) => respond(connection, outcome, message))
       )
+    }
+
+    /**
+     * The write fast path: handles CLIENT_OP / OP_BATCH in the caller's synchronous run when nothing has
+     * to wait (see `Operations.processOpsNow`); returns false when the message must go through `route`.
+     * Only the session calls it, and only when its inbound queue is empty, so message order is kept.
+     */
+    const writeNow = (connection: Connection, message: WriteMessage): boolean => {
+      if (tracing) return false
+      const ops = opsOf(message)
+      if (ops.length === 0) return true
+      const outcome = operations.processOpsNow(writeSource(connection), ops, batchConcern(message), batchTimeout(message))
+      if (outcome === undefined) return false
+      const pending = respond(connection, outcome, message)
+      if (outcome.resultsNow === undefined) runFork(pending)
+      return true
     }
 
     const route = Match.type<ClientMessage>().pipe(
@@ -106,8 +121,8 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
         AUTH: ignore,
         PING: ignore,
         BATCH: ignore,
-        CLIENT_OP: (m) => (c: Connection) => clientOp(c, m),
-        OP_BATCH: (m) => (c: Connection) => opBatch(c, m),
+        CLIENT_OP: (m) => (c: Connection) => write(c, m),
+        OP_BATCH: (m) => (c: Connection) => write(c, m),
         SYNC_INIT: (m) => (c: Connection) => sync.syncInit(c, m.mapName, m.lastSyncTimestamp),
         MERKLE_REQ_BUCKET: (m) => (c: Connection) => sync.merkleReqBucket(c, m.payload.mapName, m.payload.path),
         ORMAP_SYNC_INIT: (m) => (c: Connection) => sync.orSyncInit(c, m.mapName, m.lastSyncTimestamp),
@@ -168,7 +183,8 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
         return tracing
           ? Effect.withSpan(handled, message.type, { kind: "server", captureStackTrace: false, attributes: { "tessera.connection": connection.id } })
           : handled
-      }
+      },
+      writeNow
     } as const
   })
 }) {}

@@ -11,7 +11,7 @@ import { type CloseRequest, type Connection, Connections } from "./Connections.j
 import { Hlc } from "./Hlc.js"
 import { Hooks, type ServerHooks } from "./Hooks.js"
 import { MetricsRegistry } from "./Metrics.js"
-import { Router } from "./Router.js"
+import { Router, type WriteMessage } from "./Router.js"
 import { ServerConfig } from "./ServerConfig.js"
 
 type InboundFrame = { readonly type: string; readonly [key: string]: unknown }
@@ -94,6 +94,8 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
         let permitsHeld = 0
         /** Write frames that found no in-flight capacity on arrival; they wait when their turn comes. */
         let awaitingPermit: WeakSet<object> | undefined
+        /** Frames queued for the inbound fiber and not yet handled; the write fast path needs 0. */
+        let backlog = 0
 
         const settlePending = () => {
           if (!pending) return
@@ -230,7 +232,30 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
             connection.send({ type: "PONG", timestamp: typeof timestamp === "number" ? timestamp : 0, serverTime: wall() })
             return
           }
+          if (backlog === 0 && isWriteBatch(frame.type) && authenticated() && awaitingPermit?.has(frame) !== true && writeNow(frame)) {
+            releasePermit()
+            return
+          }
+          backlog++
           Queue.unsafeOffer(inbound, frame)
+        }
+
+        /**
+         * The write fast path: with nothing queued ahead of it, a write whose maps are loaded is applied
+         * and acknowledged right here, in the socket callback (Router.writeNow), saving the fiber hop.
+         * False: the frame takes the queue like any other.
+         */
+        const writeNow = (frame: InboundFrame): boolean => {
+          const decoded = decodeClientMessage(frame)
+          if (decoded._tag !== "Ok") return false // the inbound fiber reports it
+          connection.lastActiveHlc = hlc.now()
+          try {
+            return router.writeNow(connection, decoded.message as WriteMessage)
+          } catch (error) {
+            sendError(500, "Internal Error")
+            runFork(Effect.logError(`handling ${frame.type} failed`, error))
+            return true
+          }
         }
 
         const onMessage = (data: RawData, isBinary: boolean) => {
@@ -335,6 +360,7 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
                 yield* handleSafely(frame)
                 releasePermit()
               }
+              backlog--
             }
           }
         })
