@@ -2,8 +2,9 @@
  * Last-writer-wins map with its Merkle tree (protocol.md §4.2, §4.6). Pure: the caller observes
  * timestamps in the HLC and supplies `storedAt` (the server HLC when it stores a version, behavior.md §2).
  */
+import { fnv1a } from "./hash.js"
 import { compareTimestamps } from "./hlc.js"
-import { MerkleTree, lwwItemHash } from "./merkle.js"
+import { LwwMerkleTree, makeSlot, slotEntry, slotRecord, slotStoredAt } from "./lww-merkle.js"
 import type { LWWRecord, Timestamp } from "./types.js"
 
 export interface StoredLww {
@@ -23,15 +24,15 @@ export function isVisible(record: LWWRecord, nowMs: number): boolean {
 }
 
 export class LWWMap {
-  readonly merkle = new MerkleTree()
-  private readonly items = new Map<string, StoredLww>()
+  /** The keys and records live in the tree's leaves (see lww-merkle.ts): nothing per key is stored twice. */
+  readonly merkle = new LwwMerkleTree()
   /** Keys whose current record is a tombstone (GC candidates). */
   private readonly tombstoneSet = new Set<string>()
   /** Keys whose current record is live and carries a TTL (TTL-sweep candidates). */
   private readonly ttlKeys = new Set<string>()
 
   get size(): number {
-    return this.items.size
+    return this.merkle.size
   }
 
   get tombstoneCount(): number {
@@ -43,16 +44,22 @@ export class LWWMap {
     return this.tombstoneSet.values()
   }
 
+  /**
+   * The key's record and storage time. The wrapper may be created per call (records whose `storedAt` is
+   * their own timestamp are kept bare): compare `.record` identities, not wrappers.
+   */
   get(key: string): StoredLww | undefined {
-    return this.items.get(key)
+    const slot = this.merkle.lookup(key, fnv1a(key))
+    return slot === undefined ? undefined : slotEntry(slot)
   }
 
-  entries(): IterableIterator<[string, StoredLww]> {
-    return this.items.entries()
+  /** Every key with its record, grouped by Merkle leaf (not in insertion order). */
+  *entries(): IterableIterator<[string, StoredLww]> {
+    for (const [key, slot] of this.merkle.slots()) yield [key, slotEntry(slot)]
   }
 
   keys(): IterableIterator<string> {
-    return this.items.keys()
+    return this.merkle.keys()
   }
 
   /**
@@ -60,14 +67,14 @@ export class LWWMap {
    * local one, so re-applying an op is a no-op). Returns whether the map changed.
    */
   merge(key: string, record: LWWRecord, storedAt: Timestamp): boolean {
-    const local = this.items.get(key)
-    if (local !== undefined && compareTimestamps(record.timestamp, local.record.timestamp) <= 0) return false
-    this.items.set(key, { record, storedAt })
+    const h = fnv1a(key)
+    const local = this.merkle.lookup(key, h)
+    if (local !== undefined && compareTimestamps(record.timestamp, slotRecord(local).timestamp) <= 0) return false
+    this.merkle.put(key, h, makeSlot(record, storedAt), local)
     if (record.value === null) this.tombstoneSet.add(key)
     else this.tombstoneSet.delete(key)
     if (record.value !== null && record.ttlMs !== undefined) this.ttlKeys.add(key)
     else this.ttlKeys.delete(key)
-    this.merkle.update(key, lwwItemHash(key, record.timestamp))
     return true
   }
 
@@ -78,10 +85,9 @@ export class LWWMap {
 
   /** Removes a key entirely (GC prune); returns whether it existed. */
   delete(key: string): boolean {
-    if (!this.items.delete(key)) return false
+    if (this.merkle.remove(key, fnv1a(key)) === undefined) return false
     this.tombstoneSet.delete(key)
     this.ttlKeys.delete(key)
-    this.merkle.remove(key)
     return true
   }
 
@@ -89,7 +95,7 @@ export class LWWMap {
   pruneTombstones(olderThan: Timestamp): string[] {
     const pruned: string[] = []
     for (const key of this.tombstoneSet) {
-      if (compareTimestamps(this.items.get(key)!.storedAt, olderThan) < 0) pruned.push(key)
+      if (compareTimestamps(slotStoredAt(this.merkle.lookup(key, fnv1a(key))!), olderThan) < 0) pruned.push(key)
     }
     for (const key of pruned) this.delete(key)
     return pruned
@@ -99,8 +105,8 @@ export class LWWMap {
   expiredEntries(nowMs: number): Array<[string, StoredLww]> {
     const out: Array<[string, StoredLww]> = []
     for (const key of this.ttlKeys) {
-      const stored = this.items.get(key)!
-      if (isExpired(stored.record, nowMs)) out.push([key, stored])
+      const slot = this.merkle.lookup(key, fnv1a(key))!
+      if (isExpired(slotRecord(slot), nowMs)) out.push([key, slotEntry(slot)])
     }
     return out
   }

@@ -121,7 +121,61 @@ export class MerkleTree {
 
 /** LWW item hash: FNV-1a of `"<key>:<millis>:<counter>:<nodeId>"` (value and ttl are not hashed). */
 export function lwwItemHash(key: string, ts: Timestamp): number {
-  return fnv1a(`${key}:${ts.millis}:${ts.counter}:${ts.nodeId}`)
+  return lwwItemHashAfterKey(fnv1a(key), ts)
+}
+
+/**
+ * `lwwItemHash(key, ts)` given `fnv1a(key)` (the FNV state after the key, which is also the key's Merkle
+ * path), hashed piecewise without building the string: the LWW map recomputes item hashes on every replace.
+ */
+export function lwwItemHashAfterKey(keyHash: number, ts: Timestamp): number {
+  let h = fnv1aNumber(fnv1aCodeUnit(keyHash, COLON), ts.millis)
+  h = fnv1aNumber(fnv1aCodeUnit(h, COLON), ts.counter)
+  return fnv1aUpdate(fnv1aCodeUnit(h, COLON), ts.nodeId)
+}
+
+const COLON = 58
+const FNV_PRIME = 0x01000193
+/** Decimal digits of one number below 1e8, least significant first (reused: hashing is synchronous). */
+const digitScratch = new Uint8Array(8)
+
+function fnv1aCodeUnit(hash: number, code: number): number {
+  return Math.imul(hash ^ code, FNV_PRIME) >>> 0
+}
+
+/**
+ * Continues an FNV-1a hash with `String(n)`. Non-negative safe integers are hashed digit by digit in
+ * two int32 halves (`%` on a double such as a millisecond time is far slower than on an int32), which
+ * is what keeps this cheaper than formatting the number.
+ */
+function fnv1aNumber(hash: number, n: number): number {
+  if (!(Number.isSafeInteger(n) && n >= 0)) return fnv1aUpdate(hash, String(n))
+  if (n < 1e8) return fnv1aDigits(hash, n, 1)
+  let high = Math.floor(n / 1e8)
+  let low = n - high * 1e8 // exact: both terms are safe integers
+  if (low < 0) {
+    high -= 1
+    low += 1e8
+  } else if (low >= 1e8) {
+    high += 1
+    low -= 1e8
+  }
+  return fnv1aDigits(fnv1aDigits(hash, high, 1), low, 8)
+}
+
+/** Continues an FNV-1a hash with the decimal digits of `v` (0 <= v < 1e8), zero-padded to `minDigits`. */
+function fnv1aDigits(hash: number, v: number, minDigits: number): number {
+  let len = 0
+  let rest = v | 0
+  do {
+    const quotient = (rest / 10) | 0
+    digitScratch[len++] = rest - quotient * 10
+    rest = quotient
+  } while (rest > 0)
+  while (len < minDigits) digitScratch[len++] = 0
+  let h = hash
+  while (len > 0) h = Math.imul(h ^ (48 + digitScratch[--len]!), FNV_PRIME)
+  return h >>> 0
 }
 
 /**

@@ -14,18 +14,19 @@ export interface Change {
   readonly mapType: MapType
   readonly key: string
   readonly eventType: "PUT" | "REMOVE" | "OR_ADD" | "OR_REMOVE"
+  // The optional fields are always present (possibly undefined) so every change has one object shape.
   /** LWW: the stored record (tombstone for REMOVE). */
-  readonly record?: LWWRecord
+  readonly record?: LWWRecord | undefined
   /** OR_ADD: the stored record. */
-  readonly orRecord?: ORMapRecord
+  readonly orRecord?: ORMapRecord | undefined
   /** OR_REMOVE: the tombstoned tag. */
-  readonly orTag?: string
+  readonly orTag?: string | undefined
   readonly before: unknown
   readonly after: unknown
   readonly storedAt: Timestamp
   readonly origin: ChangeOrigin
   /** The connection whose write caused the change (excluded from SERVER_EVENT unless `echoToWriter`). */
-  readonly writerId?: string
+  readonly writerId?: string | undefined
   /** True when the stored record differs from what the writer sent (server re-stamp, resolver merge). */
   readonly echoToWriter: boolean
 }

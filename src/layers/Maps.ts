@@ -1,10 +1,10 @@
-import { Data, Deferred, Effect } from "effect"
+import { Data, Deferred, Effect, Option, Stream } from "effect"
 import { isExpired, isVisible, LWWMap } from "../crdt/lww-map.js"
 import { ORMap } from "../crdt/or-map.js"
 import type { LWWRecord, MapType, ORMapRecord, Timestamp } from "../crdt/types.js"
 import { type Change, type ChangeOrigin, Changes } from "./Changes.js"
 import { Hlc } from "./Hlc.js"
-import { Storage, type StorageMutation } from "./Storage.js"
+import { type LoadedChunk, Storage, type StorageError, type StorageMutation } from "./Storage.js"
 import { PersistFailed, WriteBehind } from "./storage/write-behind.js"
 
 export class MapLoadFailed extends Data.TaggedError("MapLoadFailed")<{ readonly mapName: string; readonly message: string }> {}
@@ -59,17 +59,40 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       Effect.gen(function* () {
         const state = newState(name)
         if (durable) {
-          const loaded = yield* storage.loadMap(name).pipe(
-            Effect.mapError((e) => new MapLoadFailed({ mapName: name, message: e.message }))
+          const failed = (e: StorageError) => new MapLoadFailed({ mapName: name, message: e.message })
+          state.type = Option.getOrUndefined(yield* Effect.mapError(storage.getMapType(name), failed))
+          // Chunk by chunk, so a big map is never held twice (rows + map) during the load.
+          yield* Stream.runForEach(storage.streamMap(name), (chunk) => Effect.sync(() => applyLoaded(state, chunk))).pipe(
+            Effect.mapError(failed)
           )
-          state.type = loaded.mapType
-          for (const row of loaded.lww) state.lww.load(row.key, row.record, row.storedAt)
-          for (const t of loaded.orTombstones) state.or.loadTombstone(t.tag, t.storedAt)
-          for (const row of loaded.orRecords) state.or.loadRecord(row.key, row.record, row.storedAt)
-          for (const row of loaded.lww) hlc.update(row.record.timestamp)
         }
         return state
       })
+
+    const applyLoaded = (state: MapState, chunk: LoadedChunk): void => {
+      switch (chunk._tag) {
+        case "OrTombstones":
+          for (const t of chunk.rows) state.or.loadTombstone(t.tag, t.storedAt)
+          return
+        case "OrRecords":
+          for (const row of chunk.rows) state.or.loadRecord(row.key, row.record, row.storedAt)
+          return
+        case "Lww": {
+          // The HLC must pass every loaded timestamp; observing the chunk's maximum once does that.
+          let latest: Timestamp | undefined
+          for (const row of chunk.rows) {
+            state.lww.load(row.key, row.record, row.storedAt)
+            const ts = row.record.timestamp
+            if (Number.isFinite(ts.millis) && Number.isFinite(ts.counter) &&
+              (latest === undefined || ts.millis > latest.millis || (ts.millis === latest.millis && ts.counter > latest.counter))) {
+              latest = ts
+            }
+          }
+          if (latest !== undefined) hlc.update(latest)
+          return
+        }
+      }
+    }
 
     /** The map, loaded from storage on first touch; concurrent callers share one load. */
     const get = (name: string): Effect.Effect<MapState, MapLoadFailed> => {
@@ -129,23 +152,30 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
     const publish = (
       state: MapState,
       key: string,
-      event: Pick<Change, "eventType" | "record" | "orRecord" | "orTag">,
+      eventType: Change["eventType"],
+      record: LWWRecord | undefined,
+      orRecord: ORMapRecord | undefined,
+      orTag: string | undefined,
       before: unknown,
       after: unknown,
       storedAt: Timestamp,
       ctx: WriteContext
     ): Change => {
+      // Every field in one fixed order: one object shape for all changes (the feed's consumers stay monomorphic).
       const change: Change = {
         mapName: state.name,
         mapType: state.type!,
         key,
-        ...event,
+        eventType,
+        record,
+        orRecord,
+        orTag,
         before,
         after,
         storedAt,
         origin: ctx.origin,
         echoToWriter: ctx.echoToWriter ?? false,
-        ...(ctx.writerId !== undefined ? { writerId: ctx.writerId } : {})
+        writerId: ctx.writerId
       }
       changes.publish(change)
       return change
@@ -160,7 +190,7 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       if (!state.lww.merge(key, record, storedAt)) return undefined
       const after = isVisible(record, now) ? record.value : undefined
       if (durable && ctx.origin !== "remote") staged.push({ _tag: "LwwPut", mapName: state.name, key, record, storedAt })
-      return publish(state, key, { eventType: record.value === null ? "REMOVE" : "PUT", record }, before, after, storedAt, ctx)
+      return publish(state, key, record.value === null ? "REMOVE" : "PUT", record, undefined, undefined, before, after, storedAt, ctx)
     }
 
     const applyOrAdd = (state: MapState, key: string, record: ORMapRecord, ctx: WriteContext): Change | undefined => {
@@ -170,7 +200,7 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       const storedAt = hlc.now()
       if (!state.or.apply(key, record, storedAt)) return undefined
       if (durable && ctx.origin !== "remote") staged.push({ _tag: "OrPut", mapName: state.name, key, record, storedAt })
-      return publish(state, key, { eventType: "OR_ADD", orRecord: record }, before, orVisible(state, key, now), storedAt, ctx)
+      return publish(state, key, "OR_ADD", undefined, record, undefined, before, orVisible(state, key, now), storedAt, ctx)
     }
 
     /**
@@ -199,7 +229,7 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
         staged.push({ _tag: "OrTombstone", mapName: state.name, tag, storedAt })
       }
       if (result.key === undefined && !announceUnknownTag) return undefined
-      return publish(state, key, { eventType: "OR_REMOVE", orTag: tag }, before, orVisible(state, key, now), storedAt, ctx)
+      return publish(state, key, "OR_REMOVE", undefined, undefined, tag, before, orVisible(state, key, now), storedAt, ctx)
     }
 
     /**

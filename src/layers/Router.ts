@@ -1,4 +1,5 @@
 import { Effect, Match, Runtime } from "effect"
+import { encodeMessageFast } from "../protocol/codec.js"
 import type { ClientMessage } from "../protocol/schema.js"
 import type { Connection } from "./Connections.js"
 import { lowestSuccessfulLevel, type OpResult, Operations, type WriteOutcome } from "./Operations.js"
@@ -51,10 +52,11 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
       }
     }
 
+    // OP_ACK objects are built without `undefined` fields (OpResult.error only when set): the fast encoder is safe.
     const clientOpAck = (connection: Connection) => (results: ReadonlyArray<OpResult>) => {
       const result = results[0]
       if (result === undefined) return // no id: no OP_ACK
-      connection.send({ type: "OP_ACK", payload: { lastId: result.opId, achievedLevel: result.achievedLevel, results: [result] } })
+      connection.sendEncoded(encodeMessageFast({ type: "OP_ACK", payload: { lastId: result.opId, achievedLevel: result.achievedLevel, results: [result] } }))
     }
 
     const opBatchAck = (connection: Connection, ops: ReadonlyArray<unknown>) => {
@@ -67,7 +69,7 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
         }
       }
       return (results: ReadonlyArray<OpResult>) =>
-        connection.send({ type: "OP_ACK", payload: { lastId, achievedLevel: lowestSuccessfulLevel(results), results } })
+        connection.sendEncoded(encodeMessageFast({ type: "OP_ACK", payload: { lastId, achievedLevel: lowestSuccessfulLevel(results), results } }))
     }
 
     /**

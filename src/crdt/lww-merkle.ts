@@ -1,0 +1,235 @@
+/**
+ * The LWW map's store and its Merkle tree in one structure (protocol.md §4.6): keys live in the 4096
+ * depth-3 leaves that `MerkleTree` would put them in (by `fnv1a(key)`), so a key is stored once, and an
+ * item hash is recomputed from the record's timestamp when needed instead of being kept per key.
+ *
+ * Read API (`rootHash`, `getBuckets`, `isLeaf`, `leafKeys`, `itemHash`, `size`) answers exactly as a
+ * `MerkleTree` fed `lwwItemHash(key, record.timestamp)` for the same keys, including the order of bucket
+ * keys and the emptied-node rule (nodes are never removed; an emptied node hashes to 0).
+ *
+ * Memory per key: one `Map` entry in its leaf. The value is the `LWWRecord` itself when the storage time
+ * equals the record's timestamp (every row loaded from storage by a server-stamped write), else a
+ * `StoredEntry` holding both.
+ */
+import { fnv1a } from "./hash.js"
+import { lwwItemHashAfterKey, MERKLE_DEPTH } from "./merkle.js"
+import type { LWWRecord, Timestamp } from "./types.js"
+
+/** A record with its server storage time (the shape `LWWMap.get` returns). */
+export class StoredEntry {
+  constructor(
+    readonly record: LWWRecord,
+    /** Server storage time of this version; never leaves the server. */
+    readonly storedAt: Timestamp
+  ) {}
+}
+
+/** What a leaf holds per key: the bare record when `storedAt` is its own timestamp, else the pair. */
+export type LwwSlot = LWWRecord | StoredEntry
+
+export const slotRecord = (slot: LwwSlot): LWWRecord => (slot instanceof StoredEntry ? slot.record : slot)
+
+export const slotStoredAt = (slot: LwwSlot): Timestamp => (slot instanceof StoredEntry ? slot.storedAt : slot.timestamp)
+
+/** The slot for `record` stored at `storedAt`: the record itself when the two times are equal. */
+export const makeSlot = (record: LWWRecord, storedAt: Timestamp): LwwSlot => {
+  const ts = record.timestamp
+  return storedAt === ts || (storedAt.millis === ts.millis && storedAt.counter === ts.counter && storedAt.nodeId === ts.nodeId)
+    ? record
+    : new StoredEntry(record, storedAt)
+}
+
+/** The `StoredEntry` view of a slot (allocates only for bare records). */
+export const slotEntry = (slot: LwwSlot): StoredEntry => (slot instanceof StoredEntry ? slot : new StoredEntry(slot, slot.timestamp))
+
+const HEX = "0123456789abcdef"
+/** Inner nodes in `innerHash` / `innerSeq`: [0] root, [1..16] depth 1, [17..272] depth 2. */
+const DEPTH1 = 1
+const DEPTH2 = 17
+const INNER_NODES = 1 + 16 + 256
+
+/** A depth-3 leaf: its hash, its creation rank among the tree's nodes, and its keys. */
+class Leaf {
+  hash = 0
+  readonly items = new Map<string, LwwSlot>()
+  constructor(readonly seq: number) {}
+}
+
+/** Hex digit value of a lowercase path character; -1 otherwise (no such node, as in `MerkleTree`). */
+const hexValue = (c: number): number => (c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1)
+
+/** Bucket keys in node-creation order (the insertion order `MerkleTree`'s child maps have). */
+const bucketsInCreationOrder = (children: Array<{ char: string; seq: number; hash: number }>): Record<string, number> => {
+  children.sort((a, b) => a.seq - b.seq)
+  const out: Record<string, number> = {}
+  for (const c of children) out[c.char] = c.hash
+  return out
+}
+
+export class LwwMerkleTree {
+  /** Allocated on the first insert: every map state carries an LWW map, most stay empty. */
+  private innerHash: Uint32Array | undefined
+  /** Creation rank (1-based) of each inner node; 0 = the node does not exist. The root always exists. */
+  private innerSeq: Uint32Array | undefined
+  /** Leaves by depth-2 node (256 groups of 16). */
+  private groups: Array<Array<Leaf | undefined> | undefined> | undefined
+  private nextSeq = 1
+  private count = 0
+
+  get rootHash(): number {
+    return this.innerHash === undefined ? 0 : this.innerHash[0]!
+  }
+
+  /** Number of keys. */
+  get size(): number {
+    return this.count
+  }
+
+  /** The slot of `key`; `h` is `fnv1a(key)`. */
+  lookup(key: string, h: number): LwwSlot | undefined {
+    return this.groups?.[h >>> 24]?.[(h >>> 20) & 15]?.items.get(key)
+  }
+
+  /**
+   * Sets the slot of `key` (`h` = `fnv1a(key)`); `old` must be its current slot (from `lookup`), whose
+   * timestamp gives the item hash to take out of the path.
+   */
+  put(key: string, h: number, slot: LwwSlot, old: LwwSlot | undefined): void {
+    const leaf = this.leafFor(h)
+    leaf.items.set(key, slot)
+    const next = lwwItemHashAfterKey(h, slotRecord(slot).timestamp)
+    if (old === undefined) {
+      this.count++
+      this.addAlongPath(h, leaf, next)
+    } else {
+      this.addAlongPath(h, leaf, (next - lwwItemHashAfterKey(h, slotRecord(old).timestamp)) >>> 0)
+    }
+  }
+
+  /** Removes `key`; returns its slot. Nodes stay in place (an emptied node hashes to 0). */
+  remove(key: string, h: number): LwwSlot | undefined {
+    const leaf = this.groups?.[h >>> 24]?.[(h >>> 20) & 15]
+    const old = leaf?.items.get(key)
+    if (old === undefined) return undefined
+    leaf!.items.delete(key)
+    this.count--
+    this.addAlongPath(h, leaf!, -lwwItemHashAfterKey(h, slotRecord(old).timestamp) >>> 0)
+    return old
+  }
+
+  /** Item hash of `key` (`lwwItemHash` of its record's timestamp), if present. */
+  itemHash(key: string): number | undefined {
+    const h = fnv1a(key)
+    const slot = this.lookup(key, h)
+    return slot === undefined ? undefined : lwwItemHashAfterKey(h, slotRecord(slot).timestamp)
+  }
+
+  /** `{ childChar: childHash }` of the inner node at `path`; `{}` for a missing node or a leaf. */
+  getBuckets(path: string): Record<string, number> {
+    const hashes = this.innerHash
+    const seqs = this.innerSeq
+    if (hashes === undefined || seqs === undefined || path.length >= MERKLE_DEPTH) return {}
+    const children: Array<{ char: string; seq: number; hash: number }> = []
+    if (path.length === 0) {
+      for (let c = 0; c < 16; c++) {
+        const seq = seqs[DEPTH1 + c]!
+        if (seq !== 0) children.push({ char: HEX[c]!, seq, hash: hashes[DEPTH1 + c]! })
+      }
+      return bucketsInCreationOrder(children)
+    }
+    const c1 = hexValue(path.charCodeAt(0))
+    if (c1 < 0 || seqs[DEPTH1 + c1] === 0) return {}
+    if (path.length === 1) {
+      for (let c = 0; c < 16; c++) {
+        const i = DEPTH2 + c1 * 16 + c
+        if (seqs[i] !== 0) children.push({ char: HEX[c]!, seq: seqs[i]!, hash: hashes[i]! })
+      }
+      return bucketsInCreationOrder(children)
+    }
+    const c2 = hexValue(path.charCodeAt(1))
+    const group = c2 < 0 ? undefined : this.groups![c1 * 16 + c2]
+    if (group === undefined) return {}
+    for (let c = 0; c < 16; c++) {
+      const leaf = group[c]
+      if (leaf !== undefined) children.push({ char: HEX[c]!, seq: leaf.seq, hash: leaf.hash })
+    }
+    return bucketsInCreationOrder(children)
+  }
+
+  /** True iff a depth-3 leaf exists at `path`. */
+  isLeaf(path: string): boolean {
+    return this.leafAt(path) !== undefined
+  }
+
+  /** Keys held by the leaf at `path`; `[]` if there is no leaf there. */
+  leafKeys(path: string): ReadonlyArray<string> {
+    const leaf = this.leafAt(path)
+    return leaf === undefined ? [] : Array.from(leaf.items.keys())
+  }
+
+  /** Every key with its slot, leaf by leaf (insertion order within a leaf). */
+  *slots(): Generator<[string, LwwSlot], void, undefined> {
+    const groups = this.groups
+    if (groups === undefined) return
+    for (const group of groups) {
+      if (group === undefined) continue
+      for (const leaf of group) {
+        if (leaf !== undefined) yield* leaf.items
+      }
+    }
+  }
+
+  *keys(): Generator<string, void, undefined> {
+    const groups = this.groups
+    if (groups === undefined) return
+    for (const group of groups) {
+      if (group === undefined) continue
+      for (const leaf of group) {
+        if (leaf !== undefined) yield* leaf.items.keys()
+      }
+    }
+  }
+
+  private leafAt(path: string): Leaf | undefined {
+    if (path.length !== MERKLE_DEPTH || this.groups === undefined) return undefined
+    const c1 = hexValue(path.charCodeAt(0))
+    const c2 = hexValue(path.charCodeAt(1))
+    const c3 = hexValue(path.charCodeAt(2))
+    if (c1 < 0 || c2 < 0 || c3 < 0) return undefined
+    return this.groups[c1 * 16 + c2]?.[c3]
+  }
+
+  /** The leaf of hash `h`, creating it and its ancestors (in root-to-leaf order, as `MerkleTree` does). */
+  private leafFor(h: number): Leaf {
+    const g = h >>> 24
+    const l = (h >>> 20) & 15
+    const existing = this.groups?.[g]?.[l]
+    if (existing !== undefined) return existing
+    if (this.innerSeq === undefined) {
+      this.innerHash = new Uint32Array(INNER_NODES)
+      this.innerSeq = new Uint32Array(INNER_NODES)
+      this.groups = new Array(256).fill(undefined)
+    }
+    const seqs = this.innerSeq
+    const n1 = DEPTH1 + (h >>> 28)
+    if (seqs[n1] === 0) seqs[n1] = this.nextSeq++
+    if (seqs[DEPTH2 + g] === 0) seqs[DEPTH2 + g] = this.nextSeq++
+    let group = this.groups![g]
+    if (group === undefined) {
+      group = new Array(16).fill(undefined)
+      this.groups![g] = group
+    }
+    const leaf = new Leaf(this.nextSeq++)
+    group[l] = leaf
+    return leaf
+  }
+
+  private addAlongPath(h: number, leaf: Leaf, delta: number): void {
+    if (delta === 0) return
+    const hashes = this.innerHash!
+    hashes[0] = hashes[0]! + delta // Uint32Array stores mod 2^32
+    hashes[DEPTH1 + (h >>> 28)] = hashes[DEPTH1 + (h >>> 28)]! + delta
+    hashes[DEPTH2 + (h >>> 24)] = hashes[DEPTH2 + (h >>> 24)]! + delta
+    leaf.hash = (leaf.hash + delta) >>> 0
+  }
+}

@@ -1,0 +1,200 @@
+import fc from "fast-check"
+import { describe, expect, it } from "vitest"
+import { fnv1a, hashPath } from "../../src/crdt/hash.js"
+import { compareTimestamps } from "../../src/crdt/hlc.js"
+import { LWWMap, type StoredLww } from "../../src/crdt/lww-map.js"
+import { LwwMerkleTree, StoredEntry } from "../../src/crdt/lww-merkle.js"
+import { lwwItemHash, MerkleTree } from "../../src/crdt/merkle.js"
+import type { LWWRecord, Timestamp } from "../../src/crdt/types.js"
+
+const ts = (millis: number, counter = 0, nodeId = "n1"): Timestamp => ({ millis, counter, nodeId })
+
+/** Keys chosen so that some share a depth-3 leaf and several share depth-1/2 nodes (letters and digits). */
+const KEYS: ReadonlyArray<string> = (() => {
+  const byLeaf = new Map<string, string[]>()
+  for (let i = 0; i < 20_000; i++) {
+    const key = `k${i}`
+    const leaf = hashPath(key).slice(0, 3)
+    byLeaf.set(leaf, [...(byLeaf.get(leaf) ?? []), key])
+  }
+  const sharing = [...byLeaf.values()].filter((keys) => keys.length >= 3).slice(0, 4).flatMap((keys) => keys.slice(0, 3))
+  const sameTop = ["a", "b", "c", "d", "e", "f"].flatMap((c) => {
+    const found: string[] = []
+    for (let i = 0; found.length < 2; i++) if (hashPath(`${c}${i}`)[0] === c) found.push(`${c}${i}`)
+    return found
+  })
+  return [...sharing, ...sameTop, "a", "zzz", "todo:001:title", "", "ü"]
+})()
+
+const arbTs = fc.record({
+  millis: fc.integer({ min: 1, max: 6 }),
+  counter: fc.integer({ min: 0, max: 2 }),
+  nodeId: fc.constantFrom("a", "B", "n1")
+})
+
+const arbOp = fc.oneof(
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      kind: fc.constant("merge" as const),
+      key: fc.constantFrom(...KEYS),
+      ts: arbTs,
+      value: fc.constantFrom<unknown>(null, 1, "v", { x: 1 }),
+      ttlMs: fc.option(fc.integer({ min: 0, max: 5 }), { nil: undefined }),
+      /** storedAt: the record's own timestamp object, an equal copy, or another time. */
+      stored: fc.oneof(fc.constant("same" as const), fc.constant("copy" as const), arbTs)
+    })
+  },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant("delete" as const), key: fc.constantFrom(...KEYS) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("prune" as const), bound: arbTs }) }
+)
+
+/** Every path a client could ask about: all prefixes of the touched keys' paths, plus absent/invalid ones. */
+const probePaths = (keys: Iterable<string>): string[] => {
+  const paths = new Set(["", "g", "A", "0g", "ff", "fff", "e40a", "00000000"])
+  for (const key of keys) {
+    const p = hashPath(key)
+    for (let n = 0; n <= 4; n++) paths.add(p.slice(0, n))
+  }
+  return [...paths]
+}
+
+const expectSameTree = (tree: LwwMerkleTree, ref: MerkleTree, touched: Iterable<string>) => {
+  expect(tree.rootHash).toBe(ref.rootHash)
+  expect(tree.size).toBe(ref.size)
+  for (const path of probePaths(touched)) {
+    const mine = tree.getBuckets(path)
+    const theirs = ref.getBuckets(path)
+    // identical maps including key order (clients receive them as encoded objects)
+    expect(Object.entries(mine)).toEqual(Object.entries(theirs))
+    expect(tree.isLeaf(path)).toBe(ref.isLeaf(path))
+    expect([...tree.leafKeys(path)].sort()).toEqual([...ref.leafKeys(path)].sort())
+  }
+  for (const key of touched) expect(tree.itemHash(key)).toBe(ref.itemHash(key))
+}
+
+describe("LWWMap's leaf-bucket tree equals MerkleTree fed the same items", () => {
+  it("after any merge/delete/prune sequence: root, buckets (with order), isLeaf, leafKeys; map equals a model", () => {
+    fc.assert(
+      fc.property(fc.array(arbOp, { maxLength: 60 }), (ops) => {
+        const map = new LWWMap()
+        const ref = new MerkleTree()
+        const model = new Map<string, StoredLww>()
+        const touched = new Set<string>()
+        for (const op of ops) {
+          if (op.kind === "merge") {
+            touched.add(op.key)
+            const timestamp = op.ts
+            const record: LWWRecord = op.ttlMs === undefined ? { value: op.value, timestamp } : { value: op.value, timestamp, ttlMs: op.ttlMs }
+            const storedAt = op.stored === "same" ? timestamp : op.stored === "copy" ? { ...timestamp } : op.stored
+            const local = model.get(op.key)
+            const wins = local === undefined || compareTimestamps(timestamp, local.record.timestamp) > 0
+            expect(map.merge(op.key, record, storedAt)).toBe(wins)
+            if (wins) {
+              model.set(op.key, { record, storedAt })
+              ref.update(op.key, lwwItemHash(op.key, timestamp))
+            }
+          } else if (op.kind === "delete") {
+            expect(map.delete(op.key)).toBe(model.delete(op.key))
+            ref.remove(op.key)
+          } else {
+            const expected = [...model].filter(([, s]) => s.record.value === null && compareTimestamps(s.storedAt, op.bound) < 0).map(([k]) => k)
+            const pruned = map.pruneTombstones(op.bound)
+            expect([...pruned].sort()).toEqual(expected.sort())
+            for (const key of pruned) {
+              model.delete(key)
+              ref.remove(key)
+            }
+          }
+        }
+        expectSameTree(map.merkle, ref, touched)
+        // the map itself: same content, record identity kept, storedAt equal
+        expect(map.size).toBe(model.size)
+        expect(map.tombstoneCount).toBe([...model.values()].filter((s) => s.record.value === null).length)
+        expect(new Set(map.tombstoneKeys())).toEqual(new Set([...model].filter(([, s]) => s.record.value === null).map(([k]) => k)))
+        const entries = [...map.entries()]
+        expect(entries.map(([k]) => k).sort()).toEqual([...model.keys()].sort())
+        expect([...map.keys()].sort()).toEqual([...model.keys()].sort())
+        for (const [key, stored] of entries) {
+          const expected = model.get(key)!
+          expect(stored.record).toBe(expected.record)
+          expect(stored.storedAt).toEqual(expected.storedAt)
+          expect(map.get(key)!.record).toBe(expected.record)
+          expect(map.get(key)!.storedAt).toEqual(expected.storedAt)
+        }
+        for (const key of KEYS) if (!model.has(key)) expect(map.get(key)).toBeUndefined()
+        const expired = map.expiredEntries(8).map(([k, s]) => [k, s.record] as const)
+        const expectedExpired = [...model].filter(([, s]) => s.record.value !== null && s.record.ttlMs !== undefined && s.record.timestamp.millis + s.record.ttlMs < 8)
+        expect(new Map(expired)).toEqual(new Map(expectedExpired.map(([k, s]) => [k, s.record])))
+      }),
+      { numRuns: 200 }
+    )
+  })
+
+  it("an empty tree answers like an empty MerkleTree", () => {
+    expectSameTree(new LWWMap().merkle, new MerkleTree(), ["a", "zzz"])
+  })
+
+  it("emptied nodes stay and hash to 0; letter buckets keep creation order", () => {
+    const map = new LWWMap()
+    const ref = new MerkleTree()
+    // "a" → e…, "zzz" → a…, "todo:001:title" → 2…: letters created e then a, so getBuckets lists e before a
+    for (const [key, t] of [["a", ts(2)], ["zzz", ts(1)], ["todo:001:title", ts(3)]] as const) {
+      map.merge(key, { value: 1, timestamp: t }, t)
+      ref.update(key, lwwItemHash(key, t))
+    }
+    map.delete("a")
+    ref.remove("a")
+    expect(map.merkle.getBuckets("")).toEqual({ "2": lwwItemHash("todo:001:title", ts(3)), a: lwwItemHash("zzz", ts(1)), e: 0 })
+    expect(Object.keys(map.merkle.getBuckets(""))).toEqual(["2", "e", "a"])
+    expect(map.merkle.isLeaf("e40")).toBe(true)
+    expect(map.merkle.leafKeys("e40")).toEqual([])
+    expectSameTree(map.merkle, ref, ["a", "zzz", "todo:001:title"])
+  })
+
+  it("a losing merge creates no node", () => {
+    const map = new LWWMap()
+    map.merge("a", { value: 1, timestamp: ts(5) }, ts(5))
+    const before = map.merkle.getBuckets("")
+    expect(map.merge("a", { value: 2, timestamp: ts(4) }, ts(6))).toBe(false)
+    expect(map.merkle.getBuckets("")).toEqual(before)
+    expect(map.delete("zzz")).toBe(false)
+    expect(map.merkle.getBuckets("")).toEqual(before)
+  })
+})
+
+describe("record sharing", () => {
+  it("keeps the bare record when storedAt equals its timestamp, a StoredEntry otherwise", () => {
+    const map = new LWWMap()
+    const own = ts(10, 1, "srv")
+    const record: LWWRecord = { value: "x", timestamp: own }
+    map.load("loaded", record, { ...own })
+    const stored = map.get("loaded")!
+    expect(stored).toBeInstanceOf(StoredEntry)
+    expect(stored.record).toBe(record)
+    expect(stored.storedAt).toBe(own) // served from the record: no second timestamp object kept
+    expect(Object.keys(record)).toEqual(["value", "timestamp"]) // nothing added to a record clients receive
+    const later = ts(11, 0, "srv")
+    map.merge("written", { value: "y", timestamp: ts(10, 2, "client") }, later)
+    expect(map.get("written")!.storedAt).toBe(later)
+  })
+})
+
+describe("lwwItemHash", () => {
+  it("equals FNV-1a of the joined string for any timestamp numbers", () => {
+    const arbNumber = fc.oneof(
+      fc.integer(),
+      fc.nat(),
+      fc.maxSafeNat(),
+      fc.constantFrom(0, -0, 9, 10, 99_999_999, 1e8, 1e8 + 1, 1_700_000_000_000, 1_700_000_000_007, 2 ** 53, Number.MAX_SAFE_INTEGER, 1e21, Infinity, NaN),
+      fc.integer({ min: 0, max: 1e6 }).map((k) => k * 1e8 + (k % 3) - 1),
+      fc.double()
+    )
+    fc.assert(
+      fc.property(fc.string(), arbNumber, arbNumber, fc.string(), (key, millis, counter, nodeId) => {
+        expect(lwwItemHash(key, { millis, counter, nodeId })).toBe(fnv1a(`${key}:${millis}:${counter}:${nodeId}`))
+      }),
+      { numRuns: 500 }
+    )
+  })
+})
