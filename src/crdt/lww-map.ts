@@ -4,7 +4,7 @@
  */
 import { fnv1a } from "./hash.js"
 import { compareTimestamps } from "./hlc.js"
-import { LwwMerkleTree, makeSlot, slotEntry, slotRecord, slotStoredAt } from "./lww-merkle.js"
+import { LwwMerkleTree, slotEntry, slotRecord, slotStoredAt } from "./lww-merkle.js"
 import type { LWWRecord, Timestamp } from "./types.js"
 
 export interface StoredLww {
@@ -22,6 +22,9 @@ export function isExpired(record: LWWRecord, nowMs: number): boolean {
 export function isVisible(record: LWWRecord, nowMs: number): boolean {
   return record.value !== null && !isExpired(record, nowMs)
 }
+
+/** `LWWMap.mergeReplacing`: the offered record lost the merge. */
+export const MERGE_LOST: unique symbol = Symbol("MERGE_LOST")
 
 export class LWWMap {
   /** The keys and records live in the tree's leaves (see lww-merkle.ts): nothing per key is stored twice. */
@@ -67,15 +70,31 @@ export class LWWMap {
    * local one, so re-applying an op is a no-op). Returns whether the map changed.
    */
   merge(key: string, record: LWWRecord, storedAt: Timestamp): boolean {
+    return this.mergeReplacing(key, record, storedAt) !== MERGE_LOST
+  }
+
+  /**
+   * `merge` that also tells what it replaced, in one lookup: the previous record (undefined when the key
+   * was new), or `MERGE_LOST` when `record` lost and the map is unchanged.
+   */
+  mergeReplacing(key: string, record: LWWRecord, storedAt: Timestamp): LWWRecord | undefined | typeof MERGE_LOST {
     const h = fnv1a(key)
     const local = this.merkle.lookup(key, h)
-    if (local !== undefined && compareTimestamps(record.timestamp, slotRecord(local).timestamp) <= 0) return false
-    this.merkle.put(key, h, makeSlot(record, storedAt), local)
-    if (record.value === null) this.tombstoneSet.add(key)
-    else this.tombstoneSet.delete(key)
-    if (record.value !== null && record.ttlMs !== undefined) this.ttlKeys.add(key)
-    else this.ttlKeys.delete(key)
-    return true
+    const previous = local === undefined ? undefined : slotRecord(local)
+    if (previous !== undefined && compareTimestamps(record.timestamp, previous.timestamp) <= 0) return MERGE_LOST
+    this.merkle.put(key, h, record, storedAt, local)
+    // The index sets change only on transitions (most writes replace a live value with a live value).
+    const tombstone = record.value === null
+    if (tombstone !== (previous !== undefined && previous.value === null)) {
+      if (tombstone) this.tombstoneSet.add(key)
+      else this.tombstoneSet.delete(key)
+    }
+    const ttl = !tombstone && record.ttlMs !== undefined
+    if (ttl !== (previous !== undefined && previous.value !== null && previous.ttlMs !== undefined)) {
+      if (ttl) this.ttlKeys.add(key)
+      else this.ttlKeys.delete(key)
+    }
+    return previous
   }
 
   /** Bulk load from storage at startup (same rule as `merge`, so duplicate rows resolve deterministically). */

@@ -15,7 +15,7 @@ import { fnv1a } from "./hash.js"
 import { lwwItemHashAfterKey, MERKLE_DEPTH } from "./merkle.js"
 import type { LWWRecord, Timestamp } from "./types.js"
 
-/** A record with its server storage time (the shape `LWWMap.get` returns). */
+/** A record with its server storage time (the shape `LWWMap.get` returns): an immutable snapshot. */
 export class StoredEntry {
   constructor(
     readonly record: LWWRecord,
@@ -24,23 +24,32 @@ export class StoredEntry {
   ) {}
 }
 
-/** What a leaf holds per key: the bare record when `storedAt` is its own timestamp, else the pair. */
-export type LwwSlot = LWWRecord | StoredEntry
-
-export const slotRecord = (slot: LwwSlot): LWWRecord => (slot instanceof StoredEntry ? slot.record : slot)
-
-export const slotStoredAt = (slot: LwwSlot): Timestamp => (slot instanceof StoredEntry ? slot.storedAt : slot.timestamp)
-
-/** The slot for `record` stored at `storedAt`: the record itself when the two times are equal. */
-export const makeSlot = (record: LWWRecord, storedAt: Timestamp): LwwSlot => {
-  const ts = record.timestamp
-  return storedAt === ts || (storedAt.millis === ts.millis && storedAt.counter === ts.counter && storedAt.nodeId === ts.nodeId)
-    ? record
-    : new StoredEntry(record, storedAt)
+/**
+ * The slot of a key written since load: updated in place by later writes (no map store), and it keeps
+ * its item hash (as an int32, a small integer for V8) so a replace does not recompute the old one.
+ * Never handed out: `get` returns `StoredEntry` snapshots.
+ */
+class WrittenEntry {
+  constructor(
+    public record: LWWRecord,
+    public storedAt: Timestamp,
+    public hash: number
+  ) {}
 }
 
-/** The `StoredEntry` view of a slot (allocates only for bare records). */
-export const slotEntry = (slot: LwwSlot): StoredEntry => (slot instanceof StoredEntry ? slot : new StoredEntry(slot, slot.timestamp))
+/** What a leaf holds per key: the bare record when `storedAt` is its own timestamp (loaded rows), else an entry. */
+export type LwwSlot = LWWRecord | WrittenEntry
+
+export const slotRecord = (slot: LwwSlot): LWWRecord => (slot instanceof WrittenEntry ? slot.record : slot)
+
+export const slotStoredAt = (slot: LwwSlot): Timestamp => (slot instanceof WrittenEntry ? slot.storedAt : slot.timestamp)
+
+const sameTime = (a: Timestamp, b: Timestamp): boolean =>
+  a === b || (a.millis === b.millis && a.counter === b.counter && a.nodeId === b.nodeId)
+
+/** A `StoredEntry` snapshot of a slot. */
+export const slotEntry = (slot: LwwSlot): StoredEntry =>
+  slot instanceof WrittenEntry ? new StoredEntry(slot.record, slot.storedAt) : new StoredEntry(slot, slot.timestamp)
 
 const HEX = "0123456789abcdef"
 /** Inner nodes in `innerHash` / `innerSeq`: [0] root, [1..16] depth 1, [17..272] depth 2. */
@@ -91,18 +100,26 @@ export class LwwMerkleTree {
   }
 
   /**
-   * Sets the slot of `key` (`h` = `fnv1a(key)`); `old` must be its current slot (from `lookup`), whose
-   * timestamp gives the item hash to take out of the path.
+   * Stores `record` (stored at `storedAt`) for `key` (`h` = `fnv1a(key)`); `old` must be its current slot
+   * (from `lookup`). A written slot is updated in place; the item-hash change is added along the path.
    */
-  put(key: string, h: number, slot: LwwSlot, old: LwwSlot | undefined): void {
+  put(key: string, h: number, record: LWWRecord, storedAt: Timestamp, old: LwwSlot | undefined): void {
+    const next = lwwItemHashAfterKey(h, record.timestamp)
     const leaf = this.leafFor(h)
-    leaf.items.set(key, slot)
-    const next = lwwItemHashAfterKey(h, slotRecord(slot).timestamp)
+    if (old instanceof WrittenEntry) {
+      const previous = old.hash >>> 0
+      old.record = record
+      old.storedAt = storedAt
+      old.hash = next | 0
+      this.addAlongPath(h, leaf, (next - previous) >>> 0)
+      return
+    }
+    leaf.items.set(key, old === undefined && sameTime(record.timestamp, storedAt) ? record : new WrittenEntry(record, storedAt, next | 0))
     if (old === undefined) {
       this.count++
       this.addAlongPath(h, leaf, next)
     } else {
-      this.addAlongPath(h, leaf, (next - lwwItemHashAfterKey(h, slotRecord(old).timestamp)) >>> 0)
+      this.addAlongPath(h, leaf, (next - lwwItemHashAfterKey(h, old.timestamp)) >>> 0)
     }
   }
 
@@ -113,7 +130,7 @@ export class LwwMerkleTree {
     if (old === undefined) return undefined
     leaf!.items.delete(key)
     this.count--
-    this.addAlongPath(h, leaf!, -lwwItemHashAfterKey(h, slotRecord(old).timestamp) >>> 0)
+    this.addAlongPath(h, leaf!, -(old instanceof WrittenEntry ? old.hash >>> 0 : lwwItemHashAfterKey(h, old.timestamp)) >>> 0)
     return old
   }
 
@@ -121,7 +138,7 @@ export class LwwMerkleTree {
   itemHash(key: string): number | undefined {
     const h = fnv1a(key)
     const slot = this.lookup(key, h)
-    return slot === undefined ? undefined : lwwItemHashAfterKey(h, slotRecord(slot).timestamp)
+    return slot === undefined ? undefined : slot instanceof WrittenEntry ? slot.hash >>> 0 : lwwItemHashAfterKey(h, slot.timestamp)
   }
 
   /** `{ childChar: childHash }` of the inner node at `path`; `{}` for a missing node or a leaf. */

@@ -1,5 +1,5 @@
 import { Data, Deferred, Effect, Option, Stream } from "effect"
-import { isExpired, isVisible, LWWMap } from "../crdt/lww-map.js"
+import { isExpired, isVisible, LWWMap, MERGE_LOST } from "../crdt/lww-map.js"
 import { ORMap } from "../crdt/or-map.js"
 import type { LWWRecord, MapType, ORMapRecord, Timestamp } from "../crdt/types.js"
 import { type Change, type ChangeOrigin, Changes } from "./Changes.js"
@@ -185,9 +185,10 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
     const applyLww = (state: MapState, key: string, record: LWWRecord, ctx: WriteContext): Change | undefined => {
       fixType(state, "LWW", ctx.origin)
       const now = wall()
-      const before = lwwVisible(state, key, now)
       const storedAt = hlc.now()
-      if (!state.lww.merge(key, record, storedAt)) return undefined
+      const previous = state.lww.mergeReplacing(key, record, storedAt)
+      if (previous === MERGE_LOST) return undefined
+      const before = previous !== undefined && isVisible(previous, now) ? previous.value : undefined
       const after = isVisible(record, now) ? record.value : undefined
       if (durable && ctx.origin !== "remote") staged.push({ _tag: "LwwPut", mapName: state.name, key, record, storedAt })
       return publish(state, key, record.value === null ? "REMOVE" : "PUT", record, undefined, undefined, before, after, storedAt, ctx)

@@ -100,7 +100,7 @@ export const makeMetricsRegistry = () => {
     messageIn: (type: string): void => messageInChild(isClientMessageType(type) ? type : "unknown").inc(),
     messagesOut: (count = 1): void => messagesOut.inc(count),
     /** One op, e.g. `PUT` / `DELETE` / `OR_ADD` / `OR_REMOVE` / `GET` / `SUBSCRIBE`, on a map. */
-    opApplied: (type: string, mapName: string): void => opsChild(`${type}\u0000${opsMapLabel(mapName)}`).inc(),
+    opApplied: (type: string, mapName: string, count = 1): void => opsChild(`${type}\u0000${opsMapLabel(mapName)}`).inc(count),
     /** One write result: e.g. `success`, `rejected`, `timeout`, `failed`. */
     opResult: (result: string): void => opResultChild(result).inc(),
     ackLatency: (concern: string, seconds: number): void => ackLatencyChild(concern).observe(seconds),

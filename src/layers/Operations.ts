@@ -83,6 +83,28 @@ const namesOf = (ops: ReadonlyArray<unknown>): Set<string> => {
   return names
 }
 
+/** Counts applied ops per (type, map) run, so a uniform batch costs one metrics update instead of one per op. */
+class OpsTally {
+  private type = ""
+  private map = ""
+  private count = 0
+  constructor(private readonly record: (type: string, map: string, count: number) => void) {}
+  add(type: string, map: string): void {
+    if (this.count > 0 && type === this.type && map === this.map) {
+      this.count++
+      return
+    }
+    this.flush()
+    this.type = type
+    this.map = map
+    this.count = 1
+  }
+  flush(): void {
+    if (this.count > 0) this.record(this.type, this.map, this.count)
+    this.count = 0
+  }
+}
+
 /** Bounded set of original client timestamps already applied (timestamp mode `server`, protocol.md §4.1.5). */
 class DuplicateWindow {
   private readonly seen = new Map<string, number>()
@@ -272,6 +294,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
       const writerId = source.connection?.id
       const lateRefusals: string[] = []
       let lastActive: Timestamp | undefined
+      const opsTally = new OpsTally(metrics.opApplied)
 
       for (const entry of entries) {
         const opId = entry.opId
@@ -363,7 +386,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
             }
           }
         }
-        metrics.opApplied(kind === "REMOVE" || isLwwRemoval ? "DELETE" : kind, op.mapName)
+        opsTally.add(kind === "REMOVE" || isLwwRemoval ? "DELETE" : kind, op.mapName)
         // APPLIED; a single node has no backups, so REPLICATED is reached with it.
         if (rejectedByResolver !== undefined) {
           slots.push({ opId, result: opId === undefined ? undefined : { opId, success: false, achievedLevel: "MEMORY", error: `Rejected by conflict resolver: ${rejectedByResolver}` } })
@@ -379,6 +402,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
           slots.push({ opId, result: undefined, persistTimeout: timeout, requested })
         }
       }
+      opsTally.flush()
       if (lastActive !== undefined && source.connection !== undefined) source.connection.lastActiveHlc = lastActive
       if (lateRefusals.length > 0) runFork(Effect.logWarning("FIRE_AND_FORGET ops refused after acknowledgement", lateRefusals))
       if (hooks.onAfterOp !== undefined) {

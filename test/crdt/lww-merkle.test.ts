@@ -177,6 +177,13 @@ describe("record sharing", () => {
     const later = ts(11, 0, "srv")
     map.merge("written", { value: "y", timestamp: ts(10, 2, "client") }, later)
     expect(map.get("written")!.storedAt).toBe(later)
+    // A written key is updated in place internally; a snapshot taken before keeps the old version.
+    const snapshot = map.get("written")!
+    const newer: LWWRecord = { value: "z", timestamp: ts(12, 0, "client") }
+    map.merge("written", newer, ts(12, 1, "srv"))
+    expect(snapshot.record.value).toBe("y")
+    expect(map.get("written")!.record).toBe(newer)
+    expect(map.merkle.itemHash("written")).toBe(lwwItemHash("written", newer.timestamp))
   })
 })
 
