@@ -32,6 +32,11 @@ const SEQ_BLOCK = 1000
 const SEQ_META_KEY = "journal:reservedSequence"
 
 const JOURNAL_TYPES: ReadonlyArray<JournalEventType> = ["PUT", "UPDATE", "DELETE"]
+const PUT = 0
+const UPDATE = 1
+const DELETE = 2
+/** OR values are arrays of live values; the journal reports the first. */
+const firstOf = (v: unknown): unknown => (Array.isArray(v) ? v[0] : v)
 
 /**
  * Fixed-capacity ring of journal events with consecutive sequences (`firstSeq` is the sequence at index
@@ -57,7 +62,7 @@ class Ring {
     this.previousValues = new Array(capacity)
     this.timestamps = new Array(capacity)
   }
-  push(seq: number, type: JournalEventType, mapName: string, key: string, value: unknown, previousValue: unknown, timestamp: Timestamp): void {
+  push(seq: number, change: Change): void {
     if (this.size === 0) this.firstSeq = seq
     let slot: number
     if (this.size < this.capacity) {
@@ -68,12 +73,14 @@ class Ring {
       this.start = (this.start + 1) % this.capacity
       this.firstSeq++
     }
-    this.types[slot] = JOURNAL_TYPES.indexOf(type)
-    this.mapNames[slot] = mapName
-    this.keys[slot] = key
-    this.values[slot] = value
-    this.previousValues[slot] = previousValue
-    this.timestamps[slot] = timestamp
+    const removal = change.eventType === "REMOVE" || change.eventType === "OR_REMOVE"
+    this.types[slot] = removal ? DELETE : change.before === undefined ? PUT : UPDATE
+    this.mapNames[slot] = change.mapName
+    this.keys[slot] = change.key
+    this.values[slot] = change.eventType === "OR_ADD" ? change.orRecord!.value : removal ? undefined : change.after
+    this.previousValues[slot] = firstOf(change.before)
+    // An OR removal carries no record timestamp: the time the server stored it stands in.
+    this.timestamps[slot] = change.record?.timestamp ?? change.orRecord?.timestamp ?? change.storedAt
   }
   at(i: number): JournalEntry {
     const slot = (this.start + i) % this.capacity
@@ -92,8 +99,6 @@ class Ring {
     return Math.min(this.size, Math.max(0, seq - this.firstSeq))
   }
 }
-
-const firstOf = (v: unknown): unknown => (Array.isArray(v) ? v[0] : v)
 
 /**
  * The event journal (protocol.md §3.14, §4.14; behavior.md §3.23): a bounded ring of PUT / UPDATE /
@@ -148,29 +153,12 @@ export class Journal extends Effect.Service<Journal>()("tessera/Journal", {
     const matches = (e: JournalEntry, sub: JournalSubscription) =>
       (sub.mapName === undefined || sub.mapName === e.mapName) && (sub.types === undefined || sub.types.has(e.type)) && visibleTo(e, sub.connection)
 
-    const entryOf = (change: Change, seq: number): JournalEntry => {
-      const removal = change.eventType === "REMOVE" || change.eventType === "OR_REMOVE"
-      const type: JournalEventType = removal ? "DELETE" : change.before === undefined ? "PUT" : "UPDATE"
-      const value = change.eventType === "OR_ADD" ? change.orRecord!.value : removal ? undefined : change.after
-      return {
-        seq,
-        type,
-        mapName: change.mapName,
-        key: change.key,
-        value,
-        previousValue: firstOf(change.before),
-        // An OR removal carries no record timestamp: the time the server stored it stands in.
-        timestamp: change.record?.timestamp ?? change.orRecord?.timestamp ?? change.storedAt
-      }
-    }
-
-
     const onChange = (change: Change): void => {
       ++lastSeq
       if (lastSeq > reservedUpTo - SEQ_BLOCK / 2) reserve()
-      const entry = entryOf(change, lastSeq)
-      ring.push(lastSeq, entry.type, entry.mapName, entry.key, entry.value, entry.previousValue, entry.timestamp)
+      ring.push(lastSeq, change)
       if (subscriptions.size === 0) return
+      const entry = ring.at(ring.size - 1)
       for (const own of subscriptions.values()) {
         for (const sub of own.values()) {
           if (matches(entry, sub)) sub.connection.send({ type: "JOURNAL_EVENT", event: toWire(entry, sub.connection) })

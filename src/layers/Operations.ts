@@ -186,7 +186,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
     }
 
     /** Shape, permission and drift (behavior.md §3.8 step 2); FIRE_AND_FORGET is reached when they pass. */
-    const validate = (source: WriteSource, raw: unknown, batchConcern: WriteConcern | undefined, batchTimeout: number | undefined): Admitted | OpRefusal => {
+    const validate = (source: WriteSource, raw: unknown, batchConcern: WriteConcern | undefined, batchTimeout: number | undefined, now: number): Admitted | OpRefusal => {
       const rawId = (raw as { id?: unknown } | null)?.id
       const opId = typeof rawId === "string" ? rawId : typeof rawId === "number" ? String(rawId) : undefined
       const validated = validateClientOp(raw)
@@ -198,7 +198,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
       }
       const clientTs: Timestamp | undefined = kind === "OR_ADD" ? op.orRecord!.timestamp : kind === "OR_REMOVE" ? undefined : op.record?.timestamp
       if (clientTs !== undefined) {
-        const ahead = clientTs.millis - wall()
+        const ahead = clientTs.millis - now
         if (ahead > config.maxDriftMs) return { opId, code: 400, reason: `Timestamp drift: ${ahead} ms ahead of server time (max ${config.maxDriftMs} ms)` }
       }
       return {
@@ -254,7 +254,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
       Effect.gen(function* () {
         if (config.tracing) yield* Effect.annotateCurrentSpan("tessera.ops", ops.length)
         const started = wall()
-        const entries: Array<Admitted | OpRefusal | Failed> = ops.map((raw) => validate(source, raw, batchConcern, batchTimeout))
+        const entries: Array<Admitted | OpRefusal | Failed> = ops.map((raw) => validate(source, raw, batchConcern, batchTimeout, started))
         if (hooks.onBeforeOp !== undefined) yield* runBeforeHooks(source, entries)
         // After the hooks: a hook may have replaced an op (and its map).
         const admittedOps = hooks.onBeforeOp === undefined ? ops : entries.flatMap((e) => (isAdmitted(e) ? [e.op] : []))
@@ -278,7 +278,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
     ): WriteOutcome | undefined => {
       if (hooks.onBeforeOp !== undefined || resolvers.hasCustom() || unloadedNames(ops) !== undefined) return undefined
       const started = wall()
-      const entries: Array<Admitted | OpRefusal | Failed> = ops.map((raw) => validate(source, raw, batchConcern, batchTimeout))
+      const entries: Array<Admitted | OpRefusal | Failed> = ops.map((raw) => validate(source, raw, batchConcern, batchTimeout, started))
       return applyEntries(source, entries, NO_LOAD_FAILURES, started)
     }
 
