@@ -73,19 +73,20 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
     }
 
     /**
-     * CLIENT_OP answers its first refusal and nothing else; OP_BATCH answers every refusal and one ack.
-     * The ack goes out now when every op reached its level, else from a fiber that waits for persistence.
+     * Sends the answers that are ready now: CLIENT_OP its first refusal and nothing else, OP_BATCH every
+     * refusal, and the ack when every op reached its level. Returns the effect that waits for persistence
+     * and then sends the ack, when the ack is not ready yet.
      */
-    const respond = (connection: Connection, outcome: WriteOutcome, message: WriteMessage): Effect.Effect<void> => {
+    const respond = (connection: Connection, outcome: WriteOutcome, message: WriteMessage): Effect.Effect<void> | undefined => {
       const single = message.type === "CLIENT_OP"
       sendRefusals(connection, outcome, single)
-      if (single && outcome.refusals.length > 0) return Effect.void
+      if (single && outcome.refusals.length > 0) return undefined
       const ack = single ? clientOpAck(connection) : opBatchAck(connection, message.payload.ops)
       if (outcome.resultsNow !== undefined) {
         ack(outcome.resultsNow())
-        return Effect.void
+        return undefined
       }
-      return Effect.forkDaemon(Effect.map(outcome.results, ack)).pipe(Effect.asVoid)
+      return Effect.map(outcome.results, ack)
     }
 
     const writeSource = (connection: Connection) => ({ principal: connection.principal!, connection, origin: "client" }) as const
@@ -97,7 +98,11 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
       const ops = opsOf(message)
       if (ops.length === 0) return Effect.void // an empty OP_BATCH: nothing to acknowledge
       return operations.processOps(writeSource(connection), ops, batchConcern(message), batchTimeout(message)).pipe(
-        Effect.flatMap((outcome) => respond(connection, outcome, message))
+        Effect.flatMap((outcome) => {
+          // A waiting ack leaves the inbound fiber free for the connection's next messages.
+          const pending = respond(connection, outcome, message)
+          return pending === undefined ? Effect.void : Effect.asVoid(Effect.forkDaemon(pending))
+        })
       )
     }
 
@@ -113,7 +118,7 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
       const outcome = operations.processOpsNow(writeSource(connection), ops, batchConcern(message), batchTimeout(message))
       if (outcome === undefined) return false
       const pending = respond(connection, outcome, message)
-      if (outcome.resultsNow === undefined) runFork(pending)
+      if (pending !== undefined) runFork(pending)
       return true
     }
 
