@@ -13,10 +13,15 @@ const nodeIdCollator = new Intl.Collator("en")
  * ([a-z0-9-]) that never happens.
  */
 export function compareTimestamps(a: Timestamp, b: Timestamp): number {
-  if (a.millis !== b.millis) return a.millis < b.millis ? -1 : 1
-  if (a.counter !== b.counter) return a.counter < b.counter ? -1 : 1
+  return compareTimestampTo(a, b.millis, b.counter, b.nodeId)
+}
+
+/** `compareTimestamps(a, b)` with `b` given as its fields (for stores that keep them flattened). */
+export function compareTimestampTo(a: Timestamp, millis: number, counter: number, nodeId: string): number {
+  if (a.millis !== millis) return a.millis < millis ? -1 : 1
+  if (a.counter !== counter) return a.counter < counter ? -1 : 1
   const x = a.nodeId
-  const y = b.nodeId
+  const y = nodeId
   if (x === y) return 0
   const c = nodeIdCollator.compare(x, y)
   if (c !== 0) return c < 0 ? -1 : 1

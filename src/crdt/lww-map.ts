@@ -4,7 +4,7 @@
  */
 import { fnv1a } from "./hash.js"
 import { compareTimestamps } from "./hlc.js"
-import { LwwMerkleTree, slotEntry, slotRecord, slotStoredAt } from "./lww-merkle.js"
+import { compareToSlot, LwwMerkleTree, slotEntry, slotHasTtl, slotIsTombstone, slotStoredAt, slotVisibleValue } from "./lww-merkle.js"
 import type { LWWRecord, Timestamp } from "./types.js"
 
 export interface StoredLww {
@@ -48,8 +48,8 @@ export class LWWMap {
   }
 
   /**
-   * The key's record and storage time. The wrapper may be created per call (records whose `storedAt` is
-   * their own timestamp are kept bare): compare `.record` identities, not wrappers.
+   * A snapshot of the key's record and storage time, built per call for written keys (their versions are
+   * kept flattened): compare timestamps, not object identities.
    */
   get(key: string): StoredLww | undefined {
     const slot = this.merkle.lookup(key, fnv1a(key))
@@ -70,31 +70,48 @@ export class LWWMap {
    * local one, so re-applying an op is a no-op). Returns whether the map changed.
    */
   merge(key: string, record: LWWRecord, storedAt: Timestamp): boolean {
-    return this.mergeReplacing(key, record, storedAt) !== MERGE_LOST
+    return this.mergeReplacing(key, record, storedAt, 0) !== MERGE_LOST
   }
 
   /**
-   * `merge` that also tells what it replaced, in one lookup: the previous record (undefined when the key
-   * was new), or `MERGE_LOST` when `record` lost and the map is unchanged.
+   * `merge` that also tells what it replaced, in one lookup: the previous version's visible value at
+   * `nowMs` (undefined when the key was new, a tombstone or expired), or `MERGE_LOST` when `record` lost
+   * and the map is unchanged.
    */
-  mergeReplacing(key: string, record: LWWRecord, storedAt: Timestamp): LWWRecord | undefined | typeof MERGE_LOST {
+  mergeReplacing(key: string, record: LWWRecord, storedAt: Timestamp, nowMs: number): unknown {
     const h = fnv1a(key)
     const local = this.merkle.lookup(key, h)
-    const previous = local === undefined ? undefined : slotRecord(local)
-    if (previous !== undefined && compareTimestamps(record.timestamp, previous.timestamp) <= 0) return MERGE_LOST
+    if (local !== undefined && compareToSlot(record.timestamp, local) <= 0) return MERGE_LOST
+    const previous = local === undefined ? undefined : slotVisibleValue(local, nowMs)
+    const wasTombstone = local !== undefined && slotIsTombstone(local)
+    const hadTtl = local !== undefined && slotHasTtl(local)
     this.merkle.put(key, h, record, storedAt, local)
     // The index sets change only on transitions (most writes replace a live value with a live value).
     const tombstone = record.value === null
-    if (tombstone !== (previous !== undefined && previous.value === null)) {
+    if (tombstone !== wasTombstone) {
       if (tombstone) this.tombstoneSet.add(key)
       else this.tombstoneSet.delete(key)
     }
     const ttl = !tombstone && record.ttlMs !== undefined
-    if (ttl !== (previous !== undefined && previous.value !== null && previous.ttlMs !== undefined)) {
+    if (ttl !== hadTtl) {
       if (ttl) this.ttlKeys.add(key)
       else this.ttlKeys.delete(key)
     }
     return previous
+  }
+
+  /** The visible value of `key` at `nowMs` (undefined: absent, tombstone or expired); builds nothing. */
+  visibleValue(key: string, nowMs: number): unknown {
+    const slot = this.merkle.lookup(key, fnv1a(key))
+    return slot === undefined ? undefined : slotVisibleValue(slot, nowMs)
+  }
+
+  /** Every key with a visible value at `nowMs`, with that value (grouped by Merkle leaf). */
+  *visibleEntries(nowMs: number): Generator<[string, unknown], void, undefined> {
+    for (const [key, slot] of this.merkle.slots()) {
+      const value = slotVisibleValue(slot, nowMs)
+      if (value !== undefined) yield [key, value]
+    }
   }
 
   /** Bulk load from storage at startup (same rule as `merge`, so duplicate rows resolve deterministically). */
@@ -125,7 +142,7 @@ export class LWWMap {
     const out: Array<[string, StoredLww]> = []
     for (const key of this.ttlKeys) {
       const slot = this.merkle.lookup(key, fnv1a(key))!
-      if (isExpired(slotRecord(slot), nowMs)) out.push([key, slotEntry(slot)])
+      if (slotVisibleValue(slot, nowMs) === undefined) out.push([key, slotEntry(slot)])
     }
     return out
   }

@@ -12,7 +12,9 @@
  * `StoredEntry` holding both.
  */
 import { fnv1a } from "./hash.js"
+import { compareTimestamps, compareTimestampTo } from "./hlc.js"
 import { lwwItemHashAfterKey, MERKLE_DEPTH } from "./merkle.js"
+import { NodeIdInterner } from "./node-ids.js"
 import type { LWWRecord, Timestamp } from "./types.js"
 
 /** A record with its server storage time (the shape `LWWMap.get` returns): an immutable snapshot. */
@@ -25,31 +27,88 @@ export class StoredEntry {
 }
 
 /**
- * The slot of a key written since load: updated in place by later writes (no map store), and it keeps
- * its item hash (as an int32, a small integer for V8) so a replace does not recompute the old one.
+ * The slot of a key written since load, with the version's fields flattened into one object that later
+ * writes update in place. A write then leaves nothing behind but its value: the client's record and
+ * timestamp objects die young instead of being promoted, and the doubles live in the entry's own boxes.
+ * It keeps its item hash (as an int32, a small integer for V8) so a replace does not recompute the old one.
  * Never handed out: `get` returns `StoredEntry` snapshots.
  */
-class WrittenEntry {
-  constructor(
-    public record: LWWRecord,
-    public storedAt: Timestamp,
-    public hash: number
-  ) {}
+export class WrittenEntry {
+  value: unknown
+  millis: number
+  counter: number
+  nodeId: string
+  /** NaN: no TTL. */
+  ttlMs: number
+  storedMillis: number
+  storedCounter: number
+  storedNodeId: string
+  hash: number
+  constructor(record: LWWRecord, storedAt: Timestamp, hash: number, ids: NodeIdInterner) {
+    const ts = record.timestamp
+    this.value = record.value
+    this.millis = ts.millis
+    this.counter = ts.counter
+    this.nodeId = ids.intern(ts.nodeId)
+    this.ttlMs = record.ttlMs ?? Number.NaN
+    this.storedMillis = storedAt.millis
+    this.storedCounter = storedAt.counter
+    this.storedNodeId = storedAt.nodeId
+    this.hash = hash
+  }
+  assign(record: LWWRecord, storedAt: Timestamp, hash: number, ids: NodeIdInterner): void {
+    const ts = record.timestamp
+    this.value = record.value
+    this.millis = ts.millis
+    this.counter = ts.counter
+    this.nodeId = ids.intern(ts.nodeId)
+    this.ttlMs = record.ttlMs ?? Number.NaN
+    this.storedMillis = storedAt.millis
+    this.storedCounter = storedAt.counter
+    this.storedNodeId = storedAt.nodeId
+    this.hash = hash
+  }
+  record(): LWWRecord {
+    const timestamp: Timestamp = { millis: this.millis, counter: this.counter, nodeId: this.nodeId }
+    return Number.isNaN(this.ttlMs) ? { value: this.value, timestamp } : { value: this.value, timestamp, ttlMs: this.ttlMs }
+  }
+  storedAt(): Timestamp {
+    return { millis: this.storedMillis, counter: this.storedCounter, nodeId: this.storedNodeId }
+  }
 }
 
 /** What a leaf holds per key: the bare record when `storedAt` is its own timestamp (loaded rows), else an entry. */
 export type LwwSlot = LWWRecord | WrittenEntry
 
-export const slotRecord = (slot: LwwSlot): LWWRecord => (slot instanceof WrittenEntry ? slot.record : slot)
+/** The slot's record (built for written entries). */
+export const slotRecord = (slot: LwwSlot): LWWRecord => (slot instanceof WrittenEntry ? slot.record() : slot)
 
-export const slotStoredAt = (slot: LwwSlot): Timestamp => (slot instanceof WrittenEntry ? slot.storedAt : slot.timestamp)
+/** The slot's storage time (built for written entries). */
+export const slotStoredAt = (slot: LwwSlot): Timestamp => (slot instanceof WrittenEntry ? slot.storedAt() : slot.timestamp)
+
+/** `compareTimestamps(ts, <the slot's record timestamp>)` without building anything. */
+export const compareToSlot = (ts: Timestamp, slot: LwwSlot): number =>
+  slot instanceof WrittenEntry ? compareTimestampTo(ts, slot.millis, slot.counter, slot.nodeId) : compareTimestamps(ts, slot.timestamp)
+
+/** The slot's visible value at `nowMs`: undefined for a tombstone or an expired record. */
+export const slotVisibleValue = (slot: LwwSlot, nowMs: number): unknown => {
+  if (slot instanceof WrittenEntry) {
+    return slot.value === null || slot.millis + slot.ttlMs < nowMs ? undefined : slot.value // NaN TTL: never expired
+  }
+  return slot.value === null || (slot.ttlMs !== undefined && slot.timestamp.millis + slot.ttlMs < nowMs) ? undefined : slot.value
+}
+
+/** Whether the slot holds a tombstone / a live value with a TTL (the LWW map's index sets). */
+export const slotIsTombstone = (slot: LwwSlot): boolean => slot.value === null
+export const slotHasTtl = (slot: LwwSlot): boolean =>
+  slot.value !== null && (slot instanceof WrittenEntry ? !Number.isNaN(slot.ttlMs) : slot.ttlMs !== undefined)
 
 const sameTime = (a: Timestamp, b: Timestamp): boolean =>
   a === b || (a.millis === b.millis && a.counter === b.counter && a.nodeId === b.nodeId)
 
 /** A `StoredEntry` snapshot of a slot. */
 export const slotEntry = (slot: LwwSlot): StoredEntry =>
-  slot instanceof WrittenEntry ? new StoredEntry(slot.record, slot.storedAt) : new StoredEntry(slot, slot.timestamp)
+  slot instanceof WrittenEntry ? new StoredEntry(slot.record(), slot.storedAt()) : new StoredEntry(slot, slot.timestamp)
 
 const HEX = "0123456789abcdef"
 /** Inner nodes in `innerHash` / `innerSeq`: [0] root, [1..16] depth 1, [17..272] depth 2. */
@@ -84,6 +143,8 @@ export class LwwMerkleTree {
   private groups: Array<Array<Leaf | undefined> | undefined> | undefined
   private nextSeq = 1
   private count = 0
+  /** Writers' node ids, shared by the entries they write (created with the first written entry). */
+  private nodeIds: NodeIdInterner | undefined
 
   get rootHash(): number {
     return this.innerHash === undefined ? 0 : this.innerHash[0]!
@@ -108,13 +169,11 @@ export class LwwMerkleTree {
     const leaf = this.leafFor(h)
     if (old instanceof WrittenEntry) {
       const previous = old.hash >>> 0
-      old.record = record
-      old.storedAt = storedAt
-      old.hash = next | 0
+      old.assign(record, storedAt, next | 0, this.nodeIds!)
       this.addAlongPath(h, leaf, (next - previous) >>> 0)
       return
     }
-    leaf.items.set(key, old === undefined && sameTime(record.timestamp, storedAt) ? record : new WrittenEntry(record, storedAt, next | 0))
+    leaf.items.set(key, old === undefined && sameTime(record.timestamp, storedAt) ? record : new WrittenEntry(record, storedAt, next | 0, (this.nodeIds ??= new NodeIdInterner())))
     if (old === undefined) {
       this.count++
       this.addAlongPath(h, leaf, next)

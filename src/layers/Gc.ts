@@ -360,7 +360,8 @@ const make = Effect.gen(function* () {
             const [key, stored] = lww[i]!
             if (!owns(key)) continue
             // A write may have replaced the record since the scan; the tombstone is for this version only.
-            if (state.lww.get(key)?.record !== stored.record) continue
+            const current = state.lww.get(key)
+            if (current === undefined || compareTimestamps(current.record.timestamp, stored.record.timestamp) !== 0) continue
             const tombstone: LWWRecord = {
               value: null,
               timestamp: { millis: stored.record.timestamp.millis + stored.record.ttlMs!, counter: 0, nodeId: serverNodeId }

@@ -50,7 +50,10 @@ class Ring {
   private readonly keys: Array<string | undefined>
   private readonly values: Array<unknown>
   private readonly previousValues: Array<unknown>
-  private readonly timestamps: Array<Timestamp | undefined>
+  // Timestamps flattened too: the ring must not keep the client's timestamp objects alive.
+  private readonly millis: Float64Array
+  private readonly counters: Float64Array
+  private readonly nodeIds: Array<string | undefined>
   private start = 0
   size = 0
   firstSeq = 0
@@ -60,7 +63,9 @@ class Ring {
     this.keys = new Array(capacity)
     this.values = new Array(capacity)
     this.previousValues = new Array(capacity)
-    this.timestamps = new Array(capacity)
+    this.millis = new Float64Array(capacity)
+    this.counters = new Float64Array(capacity)
+    this.nodeIds = new Array(capacity)
   }
   push(seq: number, change: Change): void {
     if (this.size === 0) this.firstSeq = seq
@@ -80,7 +85,10 @@ class Ring {
     this.values[slot] = change.eventType === "OR_ADD" ? change.orRecord!.value : removal ? undefined : change.after
     this.previousValues[slot] = firstOf(change.before)
     // An OR removal carries no record timestamp: the time the server stored it stands in.
-    this.timestamps[slot] = change.record?.timestamp ?? change.orRecord?.timestamp ?? change.storedAt
+    const timestamp = change.record?.timestamp ?? change.orRecord?.timestamp ?? change.storedAt
+    this.millis[slot] = timestamp.millis
+    this.counters[slot] = timestamp.counter
+    this.nodeIds[slot] = timestamp.nodeId
   }
   at(i: number): JournalEntry {
     const slot = (this.start + i) % this.capacity
@@ -91,7 +99,7 @@ class Ring {
       key: this.keys[slot]!,
       value: this.values[slot],
       previousValue: this.previousValues[slot],
-      timestamp: this.timestamps[slot]!
+      timestamp: { millis: this.millis[slot]!, counter: this.counters[slot]!, nodeId: this.nodeIds[slot]! }
     }
   }
   /** Index of the first entry with seq >= `seq`. */

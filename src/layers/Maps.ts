@@ -117,10 +117,7 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       if (durable && origin !== "remote") staged.push({ _tag: "MapType", mapName: state.name, mapType: type })
     }
 
-    const lwwVisible = (state: MapState, key: string, now: number): unknown => {
-      const stored = state.lww.get(key)
-      return stored !== undefined && isVisible(stored.record, now) ? stored.record.value : undefined
-    }
+    const lwwVisible = (state: MapState, key: string, now: number): unknown => state.lww.visibleValue(key, now)
 
     const orVisible = (state: MapState, key: string, now: number): unknown => {
       const values = state.or.liveValues(key, now)
@@ -137,9 +134,7 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
     function* rows(state: MapState): Generator<VisibleRow> {
       const now = wall()
       if (state.type === "LWW") {
-        for (const [key, stored] of state.lww.entries()) {
-          if (isVisible(stored.record, now)) yield { key, value: stored.record.value }
-        }
+        for (const [key, value] of state.lww.visibleEntries(now)) yield { key, value }
       } else if (state.type === "OR") {
         for (const key of state.or.keys()) {
           const values = state.or.liveValues(key, now)
@@ -186,9 +181,8 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       fixType(state, "LWW", ctx.origin)
       const now = wall()
       const storedAt = hlc.now()
-      const previous = state.lww.mergeReplacing(key, record, storedAt)
-      if (previous === MERGE_LOST) return undefined
-      const before = previous !== undefined && isVisible(previous, now) ? previous.value : undefined
+      const before = state.lww.mergeReplacing(key, record, storedAt, now)
+      if (before === MERGE_LOST) return undefined
       const after = isVisible(record, now) ? record.value : undefined
       if (durable && ctx.origin !== "remote") staged.push({ _tag: "LwwPut", mapName: state.name, key, record, storedAt })
       return publish(state, key, record.value === null ? "REMOVE" : "PUT", record, undefined, undefined, before, after, storedAt, ctx)

@@ -117,10 +117,12 @@ describe("LWWMap's leaf-bucket tree equals MerkleTree fed the same items", () =>
         expect([...map.keys()].sort()).toEqual([...model.keys()].sort())
         for (const [key, stored] of entries) {
           const expected = model.get(key)!
-          expect(stored.record).toBe(expected.record)
+          // Written keys are kept flattened: snapshots are equal, not the same objects.
+          expect(stored.record).toEqual(expected.record)
           expect(stored.storedAt).toEqual(expected.storedAt)
-          expect(map.get(key)!.record).toBe(expected.record)
+          expect(map.get(key)!.record).toEqual(expected.record)
           expect(map.get(key)!.storedAt).toEqual(expected.storedAt)
+          expect(map.visibleValue(key, 0)).toBe(expected.record.value === null ? undefined : expected.record.value)
         }
         for (const key of KEYS) if (!model.has(key)) expect(map.get(key)).toBeUndefined()
         const expired = map.expiredEntries(8).map(([k, s]) => [k, s.record] as const)
@@ -164,7 +166,7 @@ describe("LWWMap's leaf-bucket tree equals MerkleTree fed the same items", () =>
 })
 
 describe("record sharing", () => {
-  it("keeps the bare record when storedAt equals its timestamp, a StoredEntry otherwise", () => {
+  it("keeps the bare record when storedAt equals its timestamp, flattened fields otherwise", () => {
     const map = new LWWMap()
     const own = ts(10, 1, "srv")
     const record: LWWRecord = { value: "x", timestamp: own }
@@ -176,14 +178,36 @@ describe("record sharing", () => {
     expect(Object.keys(record)).toEqual(["value", "timestamp"]) // nothing added to a record clients receive
     const later = ts(11, 0, "srv")
     map.merge("written", { value: "y", timestamp: ts(10, 2, "client") }, later)
-    expect(map.get("written")!.storedAt).toBe(later)
+    expect(map.get("written")!.storedAt).toEqual(later)
     // A written key is updated in place internally; a snapshot taken before keeps the old version.
     const snapshot = map.get("written")!
     const newer: LWWRecord = { value: "z", timestamp: ts(12, 0, "client") }
     map.merge("written", newer, ts(12, 1, "srv"))
     expect(snapshot.record.value).toBe("y")
-    expect(map.get("written")!.record).toBe(newer)
+    expect(map.get("written")!.record).toEqual(newer)
     expect(map.merkle.itemHash("written")).toBe(lwwItemHash("written", newer.timestamp))
+  })
+})
+
+describe("written entries", () => {
+  it("report visibility, TTL expiry and the index sets from their flattened fields", () => {
+    const map = new LWWMap()
+    map.merge("t", { value: "v", timestamp: ts(100, 0, "c"), ttlMs: 50 }, ts(100, 1, "srv"))
+    expect(map.visibleValue("t", 150)).toBe("v")
+    expect(map.visibleValue("t", 151)).toBeUndefined()
+    expect(map.expiredEntries(150)).toEqual([])
+    expect(map.expiredEntries(151).map(([k, s]) => [k, s.record])).toEqual([["t", { value: "v", timestamp: ts(100, 0, "c"), ttlMs: 50 }]])
+    // Replaced by a tombstone: no longer a TTL candidate, now a GC candidate.
+    map.merge("t", { value: null, timestamp: ts(101, 0, "c") }, ts(101, 1, "srv"))
+    expect(map.expiredEntries(1_000)).toEqual([])
+    expect([...map.tombstoneKeys()]).toEqual(["t"])
+    expect(map.visibleValue("t", 0)).toBeUndefined()
+    expect([...map.visibleEntries(0)]).toEqual([])
+    // Back to a live value without TTL.
+    map.merge("t", { value: 1, timestamp: ts(102, 0, "c") }, ts(102, 1, "srv"))
+    expect(map.tombstoneCount).toBe(0)
+    expect([...map.visibleEntries(10_000)]).toEqual([["t", 1]])
+    expect(map.pruneTombstones(ts(1_000, 0, "srv"))).toEqual([])
   })
 })
 

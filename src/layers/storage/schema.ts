@@ -70,19 +70,8 @@ export const encodeValue = (value: unknown): string => JSON.stringify(value) ?? 
 
 const encodeLwwValue = (record: LWWRecord): string | null => (record.value === null ? null : encodeValue(record.value))
 
-/**
- * Node ids repeat across millions of rows: sharing one string per id keeps a cold load compact.
- * Bounded so a store full of distinct ids cannot grow it without limit.
- */
-export class NodeIdInterner {
-  private readonly ids = new Map<string, string>()
-  intern(id: string): string {
-    const known = this.ids.get(id)
-    if (known !== undefined) return known
-    if (this.ids.size < 4096) this.ids.set(id, id)
-    return id
-  }
-}
+export { NodeIdInterner } from "../../crdt/node-ids.js"
+import type { NodeIdInterner } from "../../crdt/node-ids.js"
 
 const timestamp = (millis: number, counter: number, nodeId: string): Timestamp => ({ millis, counter, nodeId })
 
