@@ -52,11 +52,11 @@ export class LWWMap {
    * kept flattened): compare timestamps, not object identities.
    */
   get(key: string): StoredLww | undefined {
-    const slot = this.merkle.lookup(key, fnv1a(key))
+    const slot = this.merkle.lookup(key)
     return slot === undefined ? undefined : slotEntry(slot)
   }
 
-  /** Every key with its record, grouped by Merkle leaf (not in insertion order). */
+  /** Every key with its record, in insertion order. */
   *entries(): IterableIterator<[string, StoredLww]> {
     for (const [key, slot] of this.merkle.slots()) yield [key, slotEntry(slot)]
   }
@@ -80,7 +80,7 @@ export class LWWMap {
    */
   mergeReplacing(key: string, record: LWWRecord, storedAt: Timestamp, nowMs: number): unknown {
     const h = fnv1a(key)
-    const local = this.merkle.lookup(key, h)
+    const local = this.merkle.lookup(key)
     if (local !== undefined && compareToSlot(record.timestamp, local) <= 0) return MERGE_LOST
     const previous = local === undefined ? undefined : slotVisibleValue(local, nowMs)
     const wasTombstone = local !== undefined && slotIsTombstone(local)
@@ -102,11 +102,11 @@ export class LWWMap {
 
   /** The visible value of `key` at `nowMs` (undefined: absent, tombstone or expired); builds nothing. */
   visibleValue(key: string, nowMs: number): unknown {
-    const slot = this.merkle.lookup(key, fnv1a(key))
+    const slot = this.merkle.lookup(key)
     return slot === undefined ? undefined : slotVisibleValue(slot, nowMs)
   }
 
-  /** Every key with a visible value at `nowMs`, with that value (grouped by Merkle leaf). */
+  /** Every key with a visible value at `nowMs`, with that value. */
   *visibleEntries(nowMs: number): Generator<[string, unknown], void, undefined> {
     for (const [key, slot] of this.merkle.slots()) {
       const value = slotVisibleValue(slot, nowMs)
@@ -131,7 +131,7 @@ export class LWWMap {
   pruneTombstones(olderThan: Timestamp): string[] {
     const pruned: string[] = []
     for (const key of this.tombstoneSet) {
-      if (compareTimestamps(slotStoredAt(this.merkle.lookup(key, fnv1a(key))!), olderThan) < 0) pruned.push(key)
+      if (compareTimestamps(slotStoredAt(this.merkle.lookup(key)!), olderThan) < 0) pruned.push(key)
     }
     for (const key of pruned) this.delete(key)
     return pruned
@@ -141,7 +141,7 @@ export class LWWMap {
   expiredEntries(nowMs: number): Array<[string, StoredLww]> {
     const out: Array<[string, StoredLww]> = []
     for (const key of this.ttlKeys) {
-      const slot = this.merkle.lookup(key, fnv1a(key))!
+      const slot = this.merkle.lookup(key)!
       if (slotVisibleValue(slot, nowMs) === undefined) out.push([key, slotEntry(slot)])
     }
     return out

@@ -1,15 +1,15 @@
 /**
- * The LWW map's store and its Merkle tree in one structure (protocol.md §4.6): keys live in the 4096
- * depth-3 leaves that `MerkleTree` would put them in (by `fnv1a(key)`), so a key is stored once, and an
- * item hash is recomputed from the record's timestamp when needed instead of being kept per key.
+ * The LWW map's store and its Merkle tree in one structure (protocol.md §4.6): one `Map` from key to slot,
+ * and per depth-3 leaf (chosen by `fnv1a(key)` as in `MerkleTree`) its hash and an array of its keys. No
+ * per-key hash map: an item hash is kept in written entries and recomputed from the timestamp of loaded
+ * records.
  *
  * Read API (`rootHash`, `getBuckets`, `isLeaf`, `leafKeys`, `itemHash`, `size`) answers exactly as a
  * `MerkleTree` fed `lwwItemHash(key, record.timestamp)` for the same keys, including the order of bucket
  * keys and the emptied-node rule (nodes are never removed; an emptied node hashes to 0).
  *
- * Memory per key: one `Map` entry in its leaf. The value is the `LWWRecord` itself when the storage time
- * equals the record's timestamp (every row loaded from storage by a server-stamped write), else a
- * `StoredEntry` holding both.
+ * Memory per key: one `Map` entry and one leaf-array slot. The slot is the `LWWRecord` itself when the
+ * storage time equals the record's timestamp (rows loaded from storage), else a `WrittenEntry`.
  */
 import { fnv1a } from "./hash.js"
 import { compareTimestamps, compareTimestampTo } from "./hlc.js"
@@ -119,7 +119,8 @@ const INNER_NODES = 1 + 16 + 256
 /** A depth-3 leaf: its hash, its creation rank among the tree's nodes, and its keys. */
 class Leaf {
   hash = 0
-  readonly items = new Map<string, LwwSlot>()
+  /** Unordered (removal swaps the last key in). */
+  readonly keys: string[] = []
   constructor(readonly seq: number) {}
 }
 
@@ -142,7 +143,8 @@ export class LwwMerkleTree {
   /** Leaves by depth-2 node (256 groups of 16). */
   private groups: Array<Array<Leaf | undefined> | undefined> | undefined
   private nextSeq = 1
-  private count = 0
+  /** Every key's slot; one map, so a lookup needs no key hash and scans run in insertion order. */
+  private readonly items = new Map<string, LwwSlot>()
   /** Writers' node ids, shared by the entries they write (created with the first written entry). */
   private nodeIds: NodeIdInterner | undefined
 
@@ -152,12 +154,12 @@ export class LwwMerkleTree {
 
   /** Number of keys. */
   get size(): number {
-    return this.count
+    return this.items.size
   }
 
-  /** The slot of `key`; `h` is `fnv1a(key)`. */
-  lookup(key: string, h: number): LwwSlot | undefined {
-    return this.groups?.[h >>> 24]?.[(h >>> 20) & 15]?.items.get(key)
+  /** The slot of `key`. */
+  lookup(key: string): LwwSlot | undefined {
+    return this.items.get(key)
   }
 
   /**
@@ -173,9 +175,9 @@ export class LwwMerkleTree {
       this.addAlongPath(h, leaf, (next - previous) >>> 0)
       return
     }
-    leaf.items.set(key, old === undefined && sameTime(record.timestamp, storedAt) ? record : new WrittenEntry(record, storedAt, next | 0, (this.nodeIds ??= new NodeIdInterner())))
+    this.items.set(key, old === undefined && sameTime(record.timestamp, storedAt) ? record : new WrittenEntry(record, storedAt, next | 0, (this.nodeIds ??= new NodeIdInterner())))
     if (old === undefined) {
-      this.count++
+      leaf.keys.push(key)
       this.addAlongPath(h, leaf, next)
     } else {
       this.addAlongPath(h, leaf, (next - lwwItemHashAfterKey(h, old.timestamp)) >>> 0)
@@ -184,19 +186,22 @@ export class LwwMerkleTree {
 
   /** Removes `key`; returns its slot. Nodes stay in place (an emptied node hashes to 0). */
   remove(key: string, h: number): LwwSlot | undefined {
-    const leaf = this.groups?.[h >>> 24]?.[(h >>> 20) & 15]
-    const old = leaf?.items.get(key)
+    const old = this.items.get(key)
     if (old === undefined) return undefined
-    leaf!.items.delete(key)
-    this.count--
-    this.addAlongPath(h, leaf!, -(old instanceof WrittenEntry ? old.hash >>> 0 : lwwItemHashAfterKey(h, old.timestamp)) >>> 0)
+    this.items.delete(key)
+    const leaf = this.groups![h >>> 24]![(h >>> 20) & 15]!
+    const keys = leaf.keys
+    const i = keys.indexOf(key)
+    keys[i] = keys[keys.length - 1]!
+    keys.pop()
+    this.addAlongPath(h, leaf, -(old instanceof WrittenEntry ? old.hash >>> 0 : lwwItemHashAfterKey(h, old.timestamp)) >>> 0)
     return old
   }
 
   /** Item hash of `key` (`lwwItemHash` of its record's timestamp), if present. */
   itemHash(key: string): number | undefined {
     const h = fnv1a(key)
-    const slot = this.lookup(key, h)
+    const slot = this.items.get(key)
     return slot === undefined ? undefined : slot instanceof WrittenEntry ? slot.hash >>> 0 : lwwItemHashAfterKey(h, slot.timestamp)
   }
 
@@ -240,30 +245,16 @@ export class LwwMerkleTree {
   /** Keys held by the leaf at `path`; `[]` if there is no leaf there. */
   leafKeys(path: string): ReadonlyArray<string> {
     const leaf = this.leafAt(path)
-    return leaf === undefined ? [] : Array.from(leaf.items.keys())
+    return leaf === undefined ? [] : leaf.keys.slice()
   }
 
-  /** Every key with its slot, leaf by leaf (insertion order within a leaf). */
-  *slots(): Generator<[string, LwwSlot], void, undefined> {
-    const groups = this.groups
-    if (groups === undefined) return
-    for (const group of groups) {
-      if (group === undefined) continue
-      for (const leaf of group) {
-        if (leaf !== undefined) yield* leaf.items
-      }
-    }
+  /** Every key with its slot, in insertion order. */
+  slots(): IterableIterator<[string, LwwSlot]> {
+    return this.items.entries()
   }
 
-  *keys(): Generator<string, void, undefined> {
-    const groups = this.groups
-    if (groups === undefined) return
-    for (const group of groups) {
-      if (group === undefined) continue
-      for (const leaf of group) {
-        if (leaf !== undefined) yield* leaf.items.keys()
-      }
-    }
+  keys(): IterableIterator<string> {
+    return this.items.keys()
   }
 
   private leafAt(path: string): Leaf | undefined {
