@@ -36,6 +36,10 @@ const fail = (detail: string, id: unknown): ValidateClientOpResult =>
     ? { ok: false, reason: `Invalid operation: ${detail}`, id }
     : { ok: false, reason: `Invalid operation: ${detail}` }
 
+/** Names, keys, tags and node ids go to storage columns, where PostgreSQL text cannot hold U+0000. */
+const hasNul = (s: string): boolean => s.includes("\u0000")
+const NUL_REASON = "must not contain U+0000"
+
 const isNonNegativeInt = (u: unknown): boolean => typeof u === "number" && Number.isInteger(u) && u >= 0
 
 /** Returns a problem description for a malformed HLC timestamp, or undefined when it is well formed. */
@@ -44,6 +48,7 @@ function timestampProblem(ts: unknown, field: string): string | undefined {
   if (!isNonNegativeInt(ts.millis)) return `${field}.timestamp.millis must be a non-negative integer`
   if (!isNonNegativeInt(ts.counter)) return `${field}.timestamp.counter must be a non-negative integer`
   if (typeof ts.nodeId !== "string") return `${field}.timestamp.nodeId must be a string`
+  if (hasNul(ts.nodeId)) return `${field}.timestamp.nodeId ${NUL_REASON}`
   return undefined
 }
 
@@ -67,6 +72,8 @@ export function validateClientOp(u: unknown): ValidateClientOpResult {
   if (id !== undefined && typeof id !== "string") return fail("id must be a string", undefined)
   if (typeof u.mapName !== "string") return fail("mapName must be a string", id)
   if (typeof u.key !== "string") return fail("key must be a string", id)
+  if (hasNul(u.mapName)) return fail(`mapName ${NUL_REASON}`, id)
+  if (hasNul(u.key)) return fail(`key ${NUL_REASON}`, id)
   if (u.opType !== undefined && typeof u.opType !== "string") return fail("opType must be a string", id)
   const writeConcern = u.writeConcern
   if (writeConcern !== undefined && !WRITE_CONCERNS.has(writeConcern)) {
@@ -102,7 +109,7 @@ export function validateClientOp(u: unknown): ValidateClientOpResult {
       if (isNil(orRecord)) return fail("orRecord is required for OR_ADD", id)
       if (!isObject(orRecord)) return fail("orRecord must be an object", id)
       const problem = timestampProblem(orRecord.timestamp, "orRecord") ??
-        (typeof orRecord.tag !== "string" ? "orRecord.tag must be a string" : undefined) ??
+        (typeof orRecord.tag !== "string" ? "orRecord.tag must be a string" : hasNul(orRecord.tag) ? `orRecord.tag ${NUL_REASON}` : undefined) ??
         ttlProblem(orRecord, "orRecord")
       if (problem !== undefined) return fail(problem, id)
       out.orRecord = "value" in orRecord ? (orRecord as unknown as NonNullable<ClientOp["orRecord"]>) : { ...orRecord, value: null } as unknown as NonNullable<ClientOp["orRecord"]>
@@ -112,6 +119,7 @@ export function validateClientOp(u: unknown): ValidateClientOpResult {
       const orTag = u.orTag
       if (isNil(orTag)) return fail("orTag is required for OR_REMOVE", id)
       if (typeof orTag !== "string") return fail("orTag must be a string", id)
+      if (hasNul(orTag)) return fail(`orTag ${NUL_REASON}`, id)
       out.orTag = orTag
       break
     }

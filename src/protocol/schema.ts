@@ -42,6 +42,15 @@ export const PositiveFinite = Schema.Number.pipe(
   Schema.annotations({ identifier: "PositiveFinite" })
 )
 
+/**
+ * Names, keys, tags and node ids end up in storage columns; PostgreSQL text cannot hold U+0000, so a
+ * string containing it would fail every write-behind attempt. Refused at the door instead.
+ */
+export const StorableString = Schema.String.pipe(
+  Schema.filter((s) => !s.includes("\u0000"), { message: () => "must not contain U+0000" }),
+  Schema.annotations({ identifier: "StorableString" })
+)
+
 const opt = <S extends Schema.Schema.All>(schema: S) => Schema.optionalWith(schema, { exact: true })
 
 const payloadMessage = <T extends string, F extends Schema.Struct.Fields>(type: T, fields: F) =>
@@ -56,7 +65,7 @@ const flatMessage = <T extends string, F extends Schema.Struct.Fields>(type: T, 
 export const TimestampSchema = Schema.Struct({
   millis: NonNegativeInt,
   counter: NonNegativeInt,
-  nodeId: Schema.String
+  nodeId: StorableString
 }).annotations({ identifier: "Timestamp" })
 
 export const LWWRecordSchema = Schema.Struct({
@@ -68,7 +77,7 @@ export const LWWRecordSchema = Schema.Struct({
 export const ORMapRecordSchema = Schema.Struct({
   value: Schema.Unknown,
   timestamp: TimestampSchema,
-  tag: Schema.String,
+  tag: StorableString,
   ttlMs: opt(PositiveFinite)
 }).annotations({ identifier: "ORMapRecord" })
 
@@ -83,12 +92,12 @@ export type ChangeEventType = typeof ChangeEventTypeSchema.Type
  */
 export const ClientOpSchema = Schema.Struct({
   id: opt(Schema.String),
-  mapName: Schema.String,
-  key: Schema.String,
+  mapName: StorableString,
+  key: StorableString,
   opType: opt(Schema.String),
   record: opt(Schema.NullOr(LWWRecordSchema)),
   orRecord: opt(Schema.NullOr(ORMapRecordSchema)),
-  orTag: opt(Schema.NullOr(Schema.String)),
+  orTag: opt(Schema.NullOr(StorableString)),
   writeConcern: opt(WriteConcernSchema),
   timeout: opt(NonNegativeInt)
 }).annotations({ identifier: "ClientOp" })
@@ -98,9 +107,9 @@ export const ClientOpKindSchema = Schema.Literal("PUT", "REMOVE", "OR_ADD", "OR_
 export type ClientOpKind = typeof ClientOpKindSchema.Type
 
 export const ORMapEntrySchema = Schema.Struct({
-  key: Schema.String,
+  key: StorableString,
   records: Schema.Array(ORMapRecordSchema),
-  tombstones: Schema.Array(Schema.String)
+  tombstones: Schema.Array(StorableString)
 }).annotations({ identifier: "ORMapEntry" })
 export type ORMapEntry = typeof ORMapEntrySchema.Type
 
@@ -140,7 +149,7 @@ export const PredicateNodeSchema: Schema.Schema<PredicateNode> = Schema.Struct({
 export const SortDirectionSchema = Schema.Literal("asc", "desc")
 
 /** Older object form `{ field: "asc" | "desc" }` (ordered by key order). */
-export const SortObjectSchema = Schema.Record({ key: Schema.String, value: SortDirectionSchema })
+export const SortObjectSchema = Schema.Record({ key: StorableString, value: SortDirectionSchema })
 /** Newer array form `[{ field, direction }]`. */
 export const SortArraySchema = Schema.Array(Schema.Struct({ field: Schema.String, direction: SortDirectionSchema }))
 export const SortSpecSchema = Schema.Union(SortArraySchema, SortObjectSchema)
@@ -153,7 +162,7 @@ export const AggregationSchema = Schema.Struct({
 export type Aggregation = typeof AggregationSchema.Type
 
 export const QuerySchema = Schema.Struct({
-  where: opt(Schema.Record({ key: Schema.String, value: Schema.Unknown })),
+  where: opt(Schema.Record({ key: StorableString, value: Schema.Unknown })),
   predicate: opt(PredicateNodeSchema),
   sort: opt(SortSpecSchema),
   limit: opt(Int),
@@ -166,11 +175,11 @@ export type Query = typeof QuerySchema.Type
 export const SearchOptionsSchema = Schema.Struct({
   limit: opt(Int),
   minScore: opt(Schema.Number),
-  boost: opt(Schema.Record({ key: Schema.String, value: Schema.Number }))
+  boost: opt(Schema.Record({ key: StorableString, value: Schema.Number }))
 }).annotations({ identifier: "SearchOptions" })
 export type SearchOptions = typeof SearchOptionsSchema.Type
 
-const CounterMap = Schema.Record({ key: Schema.String, value: Schema.Number })
+const CounterMap = Schema.Record({ key: StorableString, value: Schema.Number })
 
 /** Inbound counter state: `{p, n}` (wire schema) and/or `{positive, negative}` (client), §3.8. */
 export const PNCounterStateSchema = Schema.Struct({
@@ -196,13 +205,13 @@ export type JournalEventType = typeof JournalEventTypeSchema.Type
 export const JournalEventDataSchema = Schema.Struct({
   sequence: Schema.String,
   type: JournalEventTypeSchema,
-  mapName: Schema.String,
-  key: Schema.String,
+  mapName: StorableString,
+  key: StorableString,
   value: opt(Schema.Unknown),
   previousValue: opt(Schema.Unknown),
   timestamp: TimestampSchema,
-  nodeId: Schema.String,
-  metadata: opt(Schema.Record({ key: Schema.String, value: Schema.Unknown }))
+  nodeId: StorableString,
+  metadata: opt(Schema.Record({ key: StorableString, value: Schema.Unknown }))
 }).annotations({ identifier: "JournalEventData" })
 export type JournalEventData = typeof JournalEventDataSchema.Type
 
@@ -212,7 +221,7 @@ export const PartitionMapPayloadSchema = Schema.Struct({
   version: Int,
   partitionCount: Int,
   nodes: Schema.Array(Schema.Struct({
-    nodeId: Schema.String,
+    nodeId: StorableString,
     endpoints: Schema.Struct({ websocket: Schema.String, http: opt(Schema.String) }),
     status: NodeStatusSchema
   })),
@@ -226,12 +235,12 @@ export const PartitionMapPayloadSchema = Schema.Struct({
 export type PartitionMapPayload = typeof PartitionMapPayloadSchema.Type
 
 export const ServerEventPayloadSchema = Schema.Struct({
-  mapName: Schema.String,
+  mapName: StorableString,
   eventType: ClientOpKindSchema,
-  key: Schema.String,
+  key: StorableString,
   record: opt(LWWRecordSchema),
   orRecord: opt(ORMapRecordSchema),
-  orTag: opt(Schema.String)
+  orTag: opt(StorableString)
 }).annotations({ identifier: "ServerEventPayload" })
 export type ServerEventPayload = typeof ServerEventPayloadSchema.Type
 
@@ -272,47 +281,47 @@ export const BatchMessage = flatMessage("BATCH", {
 export type BatchMessage = typeof BatchMessage.Type
 
 export const SyncInitMessage = flatMessage("SYNC_INIT", {
-  mapName: Schema.String,
+  mapName: StorableString,
   lastSyncTimestamp: opt(Int)
 })
 export type SyncInitMessage = typeof SyncInitMessage.Type
 
 export const MerkleReqBucketMessage = payloadMessage("MERKLE_REQ_BUCKET", {
-  mapName: Schema.String,
+  mapName: StorableString,
   path: Schema.String
 })
 export type MerkleReqBucketMessage = typeof MerkleReqBucketMessage.Type
 
 export const ORMapSyncInitMessage = flatMessage("ORMAP_SYNC_INIT", {
-  mapName: Schema.String,
+  mapName: StorableString,
   rootHash: Schema.Number,
-  bucketHashes: Schema.Record({ key: Schema.String, value: Schema.Number }),
+  bucketHashes: Schema.Record({ key: StorableString, value: Schema.Number }),
   lastSyncTimestamp: opt(Int),
   claimedEpoch: opt(Schema.Number)
 })
 export type ORMapSyncInitMessage = typeof ORMapSyncInitMessage.Type
 
 export const ORMapMerkleReqBucketMessage = payloadMessage("ORMAP_MERKLE_REQ_BUCKET", {
-  mapName: Schema.String,
+  mapName: StorableString,
   path: Schema.String
 })
 export type ORMapMerkleReqBucketMessage = typeof ORMapMerkleReqBucketMessage.Type
 
 export const ORMapDiffRequestMessage = payloadMessage("ORMAP_DIFF_REQUEST", {
-  mapName: Schema.String,
+  mapName: StorableString,
   keys: Schema.Array(Schema.String)
 })
 export type ORMapDiffRequestMessage = typeof ORMapDiffRequestMessage.Type
 
 export const ORMapPushDiffMessage = payloadMessage("ORMAP_PUSH_DIFF", {
-  mapName: Schema.String,
+  mapName: StorableString,
   entries: Schema.Array(ORMapEntrySchema)
 })
 export type ORMapPushDiffMessage = typeof ORMapPushDiffMessage.Type
 
 export const QuerySubMessage = payloadMessage("QUERY_SUB", {
   queryId: Schema.String,
-  mapName: Schema.String,
+  mapName: StorableString,
   query: QuerySchema,
   fields: opt(Schema.Array(Schema.String))
 })
@@ -323,7 +332,7 @@ export type QueryUnsubMessage = typeof QueryUnsubMessage.Type
 
 export const SearchMessage = payloadMessage("SEARCH", {
   requestId: Schema.String,
-  mapName: Schema.String,
+  mapName: StorableString,
   query: Schema.String,
   options: opt(SearchOptionsSchema)
 })
@@ -331,7 +340,7 @@ export type SearchMessage = typeof SearchMessage.Type
 
 export const SearchSubMessage = payloadMessage("SEARCH_SUB", {
   subscriptionId: Schema.String,
-  mapName: Schema.String,
+  mapName: StorableString,
   query: Schema.String,
   options: opt(SearchOptionsSchema)
 })
@@ -353,30 +362,30 @@ export type TopicPubMessage = typeof TopicPubMessage.Type
 
 export const LockRequestMessage = payloadMessage("LOCK_REQUEST", {
   requestId: Schema.String,
-  name: Schema.String,
+  name: StorableString,
   ttl: opt(Int)
 })
 export type LockRequestMessage = typeof LockRequestMessage.Type
 
 export const LockReleaseMessage = payloadMessage("LOCK_RELEASE", {
   requestId: opt(Schema.String),
-  name: Schema.String,
+  name: StorableString,
   fencingToken: Int
 })
 export type LockReleaseMessage = typeof LockReleaseMessage.Type
 
-export const CounterRequestMessage = payloadMessage("COUNTER_REQUEST", { name: Schema.String })
+export const CounterRequestMessage = payloadMessage("COUNTER_REQUEST", { name: StorableString })
 export type CounterRequestMessage = typeof CounterRequestMessage.Type
 
 export const CounterSyncMessage = payloadMessage("COUNTER_SYNC", {
-  name: Schema.String,
+  name: StorableString,
   state: PNCounterStateSchema
 })
 export type CounterSyncMessage = typeof CounterSyncMessage.Type
 
 /** Length limits (name 1–100, code 1–10 000) are checked by the processor subsystem (§3.10). */
 export const EntryProcessorDefSchema = Schema.Struct({
-  name: Schema.String,
+  name: StorableString,
   code: Schema.String,
   args: opt(Schema.Unknown)
 })
@@ -384,15 +393,15 @@ export type EntryProcessorDef = typeof EntryProcessorDefSchema.Type
 
 export const EntryProcessMessage = flatMessage("ENTRY_PROCESS", {
   requestId: Schema.String,
-  mapName: Schema.String,
-  key: Schema.String,
+  mapName: StorableString,
+  key: StorableString,
   processor: EntryProcessorDefSchema
 })
 export type EntryProcessMessage = typeof EntryProcessMessage.Type
 
 export const EntryProcessBatchMessage = flatMessage("ENTRY_PROCESS_BATCH", {
   requestId: Schema.String,
-  mapName: Schema.String,
+  mapName: StorableString,
   keys: Schema.Array(Schema.String),
   processor: EntryProcessorDefSchema
 })
@@ -400,7 +409,7 @@ export type EntryProcessBatchMessage = typeof EntryProcessBatchMessage.Type
 
 /** Limits (name 1–100, code ≤ 50 000, priority integer 0–100) are checked by the resolver subsystem. */
 export const ConflictResolverDefSchema = Schema.Struct({
-  name: Schema.String,
+  name: StorableString,
   code: Schema.String,
   priority: opt(Schema.Number),
   keyPattern: opt(Schema.String)
@@ -409,21 +418,21 @@ export type ConflictResolverDef = typeof ConflictResolverDefSchema.Type
 
 export const RegisterResolverMessage = flatMessage("REGISTER_RESOLVER", {
   requestId: Schema.String,
-  mapName: Schema.String,
+  mapName: StorableString,
   resolver: ConflictResolverDefSchema
 })
 export type RegisterResolverMessage = typeof RegisterResolverMessage.Type
 
 export const UnregisterResolverMessage = flatMessage("UNREGISTER_RESOLVER", {
   requestId: Schema.String,
-  mapName: Schema.String,
+  mapName: StorableString,
   resolverName: Schema.String
 })
 export type UnregisterResolverMessage = typeof UnregisterResolverMessage.Type
 
 export const ListResolversMessage = flatMessage("LIST_RESOLVERS", {
   requestId: Schema.String,
-  mapName: opt(Schema.String)
+  mapName: opt(StorableString)
 })
 export type ListResolversMessage = typeof ListResolversMessage.Type
 
@@ -436,7 +445,7 @@ export type PartitionMapRequestMessage = typeof PartitionMapRequestMessage.Type
 export const JournalSubscribeMessage = flatMessage("JOURNAL_SUBSCRIBE", {
   requestId: Schema.String,
   fromSequence: opt(Schema.String),
-  mapName: opt(Schema.String),
+  mapName: opt(StorableString),
   types: opt(Schema.Array(JournalEventTypeSchema))
 })
 export type JournalSubscribeMessage = typeof JournalSubscribeMessage.Type
@@ -448,7 +457,7 @@ export const JournalReadMessage = flatMessage("JOURNAL_READ", {
   requestId: Schema.String,
   fromSequence: Schema.String,
   limit: opt(Int),
-  mapName: opt(Schema.String)
+  mapName: opt(StorableString)
 })
 export type JournalReadMessage = typeof JournalReadMessage.Type
 
@@ -475,7 +484,7 @@ export type SqlQueryMessage = typeof SqlQueryMessage.Type
  */
 export const VectorSearchMessage = payloadMessage("VECTOR_SEARCH", {
   id: Schema.String,
-  mapName: Schema.String,
+  mapName: StorableString,
   indexName: opt(Schema.String),
   queryVector: Schema.Unknown,
   k: Int,
@@ -491,7 +500,7 @@ export type VectorSearchMessage = typeof VectorSearchMessage.Type
 
 /** Methods are plain strings: a method the server cannot run is answered with an `error` (§3.16). */
 const hybridSearchFields = {
-  mapName: Schema.String,
+  mapName: StorableString,
   queryText: Schema.String,
   methods: Schema.Array(Schema.String),
   k: Int,
@@ -638,7 +647,7 @@ export type ServerBatchEventMessage = typeof ServerBatchEventMessage.Type
 export const CursorStatusSchema = Schema.Literal("valid", "expired", "invalid", "none")
 export type CursorStatus = typeof CursorStatusSchema.Type
 
-export const QueryResultRowSchema = Schema.Struct({ key: Schema.String, value: Schema.Unknown })
+export const QueryResultRowSchema = Schema.Struct({ key: StorableString, value: Schema.Unknown })
 
 export const QueryRespMessage = payloadMessage("QUERY_RESP", {
   queryId: Schema.String,
@@ -654,14 +663,14 @@ export type QueryRespMessage = typeof QueryRespMessage.Type
 /** `value` is null on LEAVE. */
 export const QueryUpdateMessage = payloadMessage("QUERY_UPDATE", {
   queryId: Schema.String,
-  key: Schema.String,
+  key: StorableString,
   value: Schema.Unknown,
   changeType: ChangeEventTypeSchema
 })
 export type QueryUpdateMessage = typeof QueryUpdateMessage.Type
 
 export const SearchResultSchema = Schema.Struct({
-  key: Schema.String,
+  key: StorableString,
   value: Schema.Unknown,
   score: Schema.Number,
   matchedTerms: Schema.Array(Schema.String)
@@ -678,7 +687,7 @@ export type SearchRespMessage = typeof SearchRespMessage.Type
 
 export const SearchUpdateMessage = payloadMessage("SEARCH_UPDATE", {
   subscriptionId: Schema.String,
-  key: Schema.String,
+  key: StorableString,
   value: Schema.Unknown,
   score: Schema.Number,
   matchedTerms: Schema.Array(Schema.String),
@@ -687,37 +696,37 @@ export const SearchUpdateMessage = payloadMessage("SEARCH_UPDATE", {
 export type SearchUpdateMessage = typeof SearchUpdateMessage.Type
 
 export const SyncRespRootMessage = payloadMessage("SYNC_RESP_ROOT", {
-  mapName: Schema.String,
+  mapName: StorableString,
   rootHash: Schema.Number,
   timestamp: TimestampSchema
 })
 export type SyncRespRootMessage = typeof SyncRespRootMessage.Type
 
-const BucketHashes = Schema.Record({ key: Schema.String, value: Schema.Number })
+const BucketHashes = Schema.Record({ key: StorableString, value: Schema.Number })
 
 export const SyncRespBucketsMessage = payloadMessage("SYNC_RESP_BUCKETS", {
-  mapName: Schema.String,
+  mapName: StorableString,
   path: Schema.String,
   buckets: BucketHashes
 })
 export type SyncRespBucketsMessage = typeof SyncRespBucketsMessage.Type
 
 export const SyncRespLeafMessage = payloadMessage("SYNC_RESP_LEAF", {
-  mapName: Schema.String,
+  mapName: StorableString,
   path: Schema.String,
-  records: Schema.Array(Schema.Struct({ key: Schema.String, record: LWWRecordSchema }))
+  records: Schema.Array(Schema.Struct({ key: StorableString, record: LWWRecordSchema }))
 })
 export type SyncRespLeafMessage = typeof SyncRespLeafMessage.Type
 
 export const SyncResetRequiredMessage = payloadMessage("SYNC_RESET_REQUIRED", {
-  mapName: Schema.String,
+  mapName: StorableString,
   reason: Schema.String
 })
 export type SyncResetRequiredMessage = typeof SyncResetRequiredMessage.Type
 
 /** `coveringEpoch` / `fullResync` are [head]; Tessera never sends them (§3.4.2). */
 export const ORMapSyncRespRootMessage = payloadMessage("ORMAP_SYNC_RESP_ROOT", {
-  mapName: Schema.String,
+  mapName: StorableString,
   rootHash: Schema.Number,
   timestamp: TimestampSchema,
   coveringEpoch: opt(Schema.Number),
@@ -726,14 +735,14 @@ export const ORMapSyncRespRootMessage = payloadMessage("ORMAP_SYNC_RESP_ROOT", {
 export type ORMapSyncRespRootMessage = typeof ORMapSyncRespRootMessage.Type
 
 export const ORMapSyncRespBucketsMessage = payloadMessage("ORMAP_SYNC_RESP_BUCKETS", {
-  mapName: Schema.String,
+  mapName: StorableString,
   path: Schema.String,
   buckets: BucketHashes
 })
 export type ORMapSyncRespBucketsMessage = typeof ORMapSyncRespBucketsMessage.Type
 
 export const ORMapSyncRespLeafMessage = payloadMessage("ORMAP_SYNC_RESP_LEAF", {
-  mapName: Schema.String,
+  mapName: StorableString,
   path: Schema.String,
   entries: Schema.Array(ORMapEntrySchema),
   coveringEpoch: opt(Schema.Number)
@@ -741,7 +750,7 @@ export const ORMapSyncRespLeafMessage = payloadMessage("ORMAP_SYNC_RESP_LEAF", {
 export type ORMapSyncRespLeafMessage = typeof ORMapSyncRespLeafMessage.Type
 
 export const ORMapDiffResponseMessage = payloadMessage("ORMAP_DIFF_RESPONSE", {
-  mapName: Schema.String,
+  mapName: StorableString,
   entries: Schema.Array(ORMapEntrySchema),
   coveringEpoch: opt(Schema.Number)
 })
@@ -758,26 +767,26 @@ export type TopicMessageMessage = typeof TopicMessageMessage.Type
 
 export const LockGrantedMessage = payloadMessage("LOCK_GRANTED", {
   requestId: Schema.String,
-  name: Schema.String,
+  name: StorableString,
   fencingToken: Int
 })
 export type LockGrantedMessage = typeof LockGrantedMessage.Type
 
 export const LockReleasedMessage = payloadMessage("LOCK_RELEASED", {
   requestId: opt(Schema.String),
-  name: Schema.String,
+  name: StorableString,
   success: Schema.Boolean
 })
 export type LockReleasedMessage = typeof LockReleasedMessage.Type
 
 export const CounterResponseMessage = payloadMessage("COUNTER_RESPONSE", {
-  name: Schema.String,
+  name: StorableString,
   state: PNCounterStateOutSchema
 })
 export type CounterResponseMessage = typeof CounterResponseMessage.Type
 
 export const CounterUpdateMessage = payloadMessage("COUNTER_UPDATE", {
-  name: Schema.String,
+  name: StorableString,
   state: PNCounterStateOutSchema
 })
 export type CounterUpdateMessage = typeof CounterUpdateMessage.Type
@@ -798,7 +807,7 @@ export type EntryProcessResponseMessage = typeof EntryProcessResponseMessage.Typ
 
 export const EntryProcessBatchResponseMessage = flatMessage("ENTRY_PROCESS_BATCH_RESPONSE", {
   requestId: Schema.String,
-  results: Schema.Record({ key: Schema.String, value: EntryProcessResultSchema })
+  results: Schema.Record({ key: StorableString, value: EntryProcessResultSchema })
 })
 export type EntryProcessBatchResponseMessage = typeof EntryProcessBatchResponseMessage.Type
 
@@ -817,8 +826,8 @@ export const UnregisterResolverResponseMessage = flatMessage("UNREGISTER_RESOLVE
 export type UnregisterResolverResponseMessage = typeof UnregisterResolverResponseMessage.Type
 
 export const ResolverInfoSchema = Schema.Struct({
-  mapName: Schema.String,
-  name: Schema.String,
+  mapName: StorableString,
+  name: StorableString,
   priority: opt(Schema.Number),
   keyPattern: opt(Schema.String)
 })
@@ -830,8 +839,8 @@ export const ListResolversResponseMessage = flatMessage("LIST_RESOLVERS_RESPONSE
 export type ListResolversResponseMessage = typeof ListResolversResponseMessage.Type
 
 export const MergeRejectedMessage = flatMessage("MERGE_REJECTED", {
-  mapName: Schema.String,
-  key: Schema.String,
+  mapName: StorableString,
+  key: StorableString,
   attemptedValue: Schema.Unknown,
   reason: Schema.String,
   timestamp: TimestampSchema
@@ -904,7 +913,7 @@ export type SqlQueryRespMessage = typeof SqlQueryRespMessage.Type
 export const VectorSearchRespMessage = payloadMessage("VECTOR_SEARCH_RESP", {
   id: Schema.String,
   results: Schema.Array(Schema.Struct({
-    key: Schema.String,
+    key: StorableString,
     score: Schema.Number,
     value: opt(Schema.Unknown),
     vector: opt(Schema.Unknown)
@@ -915,12 +924,12 @@ export const VectorSearchRespMessage = payloadMessage("VECTOR_SEARCH_RESP", {
 })
 export type VectorSearchRespMessage = typeof VectorSearchRespMessage.Type
 
-const MethodScores = Schema.Record({ key: Schema.String, value: Schema.Number })
+const MethodScores = Schema.Record({ key: StorableString, value: Schema.Number })
 
 export const HybridSearchRespMessage = payloadMessage("HYBRID_SEARCH_RESP", {
   requestId: Schema.String,
   results: Schema.Array(Schema.Struct({
-    key: Schema.String,
+    key: StorableString,
     score: Schema.Number,
     methodScores: MethodScores,
     value: opt(Schema.Unknown)
@@ -932,7 +941,7 @@ export type HybridSearchRespMessage = typeof HybridSearchRespMessage.Type
 
 export const HybridSearchUpdateMessage = payloadMessage("HYBRID_SEARCH_UPDATE", {
   subscriptionId: Schema.String,
-  key: Schema.String,
+  key: StorableString,
   score: Schema.Number,
   methodScores: MethodScores,
   value: opt(Schema.Unknown),
@@ -1011,10 +1020,10 @@ export const HttpSyncRequestSchema = Schema.Struct({
   clientId: opt(Schema.String),
   clientHlc: TimestampSchema,
   operations: opt(Schema.Array(Schema.Unknown)),
-  syncMaps: opt(Schema.Array(Schema.Struct({ mapName: Schema.String, lastSyncTimestamp: TimestampSchema }))),
+  syncMaps: opt(Schema.Array(Schema.Struct({ mapName: StorableString, lastSyncTimestamp: TimestampSchema }))),
   queries: opt(Schema.Array(Schema.Struct({
     queryId: Schema.String,
-    mapName: Schema.String,
+    mapName: StorableString,
     filter: Schema.Unknown,
     limit: opt(Int),
     offset: opt(Int),
@@ -1022,7 +1031,7 @@ export const HttpSyncRequestSchema = Schema.Struct({
   }))),
   searches: opt(Schema.Array(Schema.Struct({
     searchId: Schema.String,
-    mapName: Schema.String,
+    mapName: StorableString,
     query: Schema.String,
     options: opt(SearchOptionsSchema)
   })))
@@ -1033,9 +1042,9 @@ export const HttpSyncResponseSchema = Schema.Struct({
   serverHlc: TimestampSchema,
   ack: opt(Schema.Struct({ lastId: Schema.String, results: opt(Schema.Array(OpResultSchema)) })),
   deltas: opt(Schema.Array(Schema.Struct({
-    mapName: Schema.String,
+    mapName: StorableString,
     records: Schema.Array(Schema.Struct({
-      key: Schema.String,
+      key: StorableString,
       record: LWWRecordSchema,
       eventType: Schema.Literal("PUT", "REMOVE")
     })),

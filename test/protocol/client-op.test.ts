@@ -95,7 +95,13 @@ describe("validateClientOp", () => {
     ["OR_ADD bad timestamp", { ...base, id: "1", orRecord: { value: 1, tag: "t", timestamp: { ...ts, nodeId: 1 } } }, "orRecord.timestamp.nodeId must be a string"],
     ["OR_ADD bad ttl", { ...base, id: "1", orRecord: { value: 1, tag: "t", timestamp: ts, ttlMs: -1 } }, "orRecord.ttlMs must be a positive finite number"],
     ["OR_REMOVE without orTag", { ...base, id: "1", opType: "OR_REMOVE", orTag: null }, "orTag is required for OR_REMOVE"],
-    ["OR_REMOVE orTag not a string", { ...base, id: "1", opType: "OR_REMOVE", orTag: 5 }, "orTag must be a string"]
+    ["OR_REMOVE orTag not a string", { ...base, id: "1", opType: "OR_REMOVE", orTag: 5 }, "orTag must be a string"],
+    // Not storable in PostgreSQL text columns: refused instead of jamming the write-behind queue.
+    ["U+0000 in mapName", { ...base, mapName: "a\u0000b", id: "1", record: { value: 1, timestamp: ts } }, "mapName must not contain U+0000"],
+    ["U+0000 in key", { ...base, key: "k\u0000", id: "1", record: { value: 1, timestamp: ts } }, "key must not contain U+0000"],
+    ["U+0000 in nodeId", { ...base, id: "1", record: { value: 1, timestamp: { ...ts, nodeId: "\u0000" } } }, "record.timestamp.nodeId must not contain U+0000"],
+    ["U+0000 in OR tag", { ...base, id: "1", orRecord: { value: 1, tag: "t\u0000", timestamp: ts } }, "orRecord.tag must not contain U+0000"],
+    ["U+0000 in orTag", { ...base, id: "1", opType: "OR_REMOVE", orTag: "\u0000" }, "orTag must not contain U+0000"]
   ]
   for (const [name, op, detail] of shapeErrors) {
     it(`rejects: ${name}`, () => {

@@ -118,6 +118,22 @@ describe("decodeClientMessage", () => {
     expect(r.details.some((d) => d.startsWith("payload.query.limit"))).toBe(true)
   })
 
+  it("refuses U+0000 in names, keys, tags and node ids (not storable in PostgreSQL text)", () => {
+    const nul = "a\u0000b"
+    const cases: ReadonlyArray<[unknown, string]> = [
+      [{ type: "QUERY_SUB", payload: { queryId: "q", mapName: nul, query: {} } }, "payload.mapName"],
+      [{ type: "COUNTER_REQUEST", payload: { name: nul } }, "payload.name"],
+      [{ type: "ORMAP_PUSH_DIFF", payload: { mapName: "m", entries: [{ key: "k", records: [{ value: 1, tag: nul, timestamp: { millis: 1, counter: 0, nodeId: "n" } }], tombstones: [] }] } }, "payload.entries.0.records.0.tag"],
+      [{ type: "ORMAP_PUSH_DIFF", payload: { mapName: "m", entries: [{ key: "k", records: [{ value: 1, tag: "t", timestamp: { millis: 1, counter: 0, nodeId: nul } }], tombstones: [] }] } }, "payload.entries.0.records.0.timestamp.nodeId"]
+    ]
+    for (const [message, path] of cases) {
+      const r = decodeClientMessage(message)
+      expect(r._tag).toBe("Invalid")
+      if (r._tag === "Invalid") expect(r.details.some((d) => d.startsWith(path) && d.includes("U+0000"))).toBe(true)
+    }
+    expect(decodeClientMessage({ type: "QUERY_SUB", payload: { queryId: "q", mapName: "a\u0001b", query: {} } })._tag).toBe("Ok")
+  })
+
   it("ignores unknown keys and strips them from the decoded message", () => {
     const r = decodeClientMessage({ type: "QUERY_UNSUB", extra: 1, payload: { queryId: "q", junk: true } })
     expect(r).toEqual({ _tag: "Ok", message: { type: "QUERY_UNSUB", payload: { queryId: "q" } } })
