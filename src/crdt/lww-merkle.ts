@@ -34,16 +34,18 @@ export class StoredEntry {
  * Never handed out: `get` returns `StoredEntry` snapshots.
  */
 export class WrittenEntry {
-  value: unknown
-  millis: number
-  counter: number
-  nodeId: string
+  // `declare`: no class-field emit, so no field starts as `undefined` and the number fields keep V8's
+  // double representation (boxes updated in place instead of a new HeapNumber per write).
+  declare value: unknown
+  declare millis: number
+  declare counter: number
+  declare nodeId: string
   /** NaN: no TTL. */
-  ttlMs: number
-  storedMillis: number
-  storedCounter: number
-  storedNodeId: string
-  hash: number
+  declare ttlMs: number
+  declare storedMillis: number
+  declare storedCounter: number
+  declare storedNodeId: string
+  declare hash: number
   constructor(record: LWWRecord, storedAt: Timestamp, hash: number, ids: NodeIdInterner) {
     const ts = record.timestamp
     this.value = record.value

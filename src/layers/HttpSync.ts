@@ -5,7 +5,7 @@
  */
 import type * as http from "node:http"
 import { Context, Data, Effect, Option, Runtime } from "effect"
-import { Unpackr } from "msgpackr"
+import { Unpackr } from "msgpackr/pack"
 import { compareTimestamps } from "../crdt/hlc.js"
 import type { LWWRecord, Timestamp } from "../crdt/types.js"
 import { encodeMessage, jsonDepthExceeds, scanMsgpack, ScanStatus, stripUndefined } from "../protocol/codec.js"

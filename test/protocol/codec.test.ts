@@ -1,4 +1,5 @@
 import * as fc from "fast-check"
+import { spawnSync } from "node:child_process"
 import { Packr } from "msgpackr"
 import { describe, expect, it } from "vitest"
 import {
@@ -302,5 +303,19 @@ describe("encodeMessage", () => {
       }),
       { numRuns: 300 }
     )
+  })
+})
+
+describe("decoded strings", () => {
+  it("the server's modules leave msgpackr's native string extractor off (its slices keep whole frames alive)", () => {
+    // A separate process: this test process imports the main `msgpackr` entry, which switches it on.
+    const script = [
+      `await import(${JSON.stringify(new URL("../../dist/src/programs/server.js", import.meta.url).href)})`,
+      `const m = await import("msgpackr/pack")`,
+      `process.stdout.write(String(m.isNativeAccelerationEnabled))`
+    ].join(";")
+    const out = spawnSync(process.execPath, ["--input-type=module", "-e", script], { cwd: new URL("../..", import.meta.url), encoding: "utf8" })
+    expect(out.stderr).toBe("")
+    expect(out.stdout).toBe("false")
   })
 })

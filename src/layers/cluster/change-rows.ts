@@ -10,7 +10,7 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
-import { Packr, Unpackr } from "msgpackr"
+import { Packr, Unpackr } from "msgpackr/pack"
 import { partitionId } from "../../crdt/hash.js"
 import type { LWWRecord, ORMapRecord } from "../../crdt/types.js"
 import type { StorageMutation } from "../Storage.js"
