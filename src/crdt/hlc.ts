@@ -62,8 +62,8 @@ export class HLC {
     private readonly clock: () => number = Date.now
   ) {}
 
-  now(): Timestamp {
-    const t = this.clock()
+  /** `t`: the physical time when the caller already read it (one clock read for a whole batch). */
+  now(t: number = this.clock()): Timestamp {
     if (t > this.lastMillis) {
       this.lastMillis = t
       this.lastCounter = 0
@@ -74,11 +74,10 @@ export class HLC {
   }
 
   /** Observes a remote timestamp so every later `now()` is greater than it. Non-finite input is ignored. */
-  update(remote: Timestamp): void {
+  update(remote: Timestamp, t: number = this.clock()): void {
     const rm = remote.millis
     const rc = remote.counter
     if (typeof rm !== "number" || typeof rc !== "number" || !Number.isFinite(rm) || !Number.isFinite(rc)) return
-    const t = this.clock()
     const m = Math.max(this.lastMillis, t, rm)
     if (m === this.lastMillis && m === rm) {
       this.lastCounter = Math.max(this.lastCounter, rc) + 1

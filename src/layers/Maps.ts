@@ -177,10 +177,10 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
     }
 
     /** LWW merge; returns the change, or undefined when the record lost the merge (no effects). */
-    const applyLww = (state: MapState, key: string, record: LWWRecord, ctx: WriteContext): Change | undefined => {
+    /** `now`: the wall clock when the caller read it already (a batch reads it once). */
+    const applyLww = (state: MapState, key: string, record: LWWRecord, ctx: WriteContext, now: number = wall()): Change | undefined => {
       fixType(state, "LWW", ctx.origin)
-      const now = wall()
-      const storedAt = hlc.now()
+      const storedAt = hlc.now(now)
       const before = state.lww.mergeReplacing(key, record, storedAt, now)
       if (before === MERGE_LOST) return undefined
       const after = isVisible(record, now) ? record.value : undefined

@@ -10,7 +10,7 @@
  *   increment methods.
  */
 import { Effect, Option, Stream } from "effect"
-import { Counter, collectDefaultMetrics, Gauge, Histogram, type Metric, Registry } from "prom-client"
+import { Counter, collectDefaultMetrics, Gauge, type Metric, Registry } from "prom-client"
 import { isClientMessageType } from "../protocol/decode.js"
 import { ChangeStage, Changes } from "./Changes.js"
 import { Cluster } from "./Cluster.js"
@@ -49,19 +49,12 @@ const boundedMapLabel = () => {
   }
 }
 
-/**
- * A fixed-bucket histogram whose `observe` is a bucket search and three increments. prom-client's allocates
- * closures and hashes labels on every call, which is too much for a per-change observation; this one is
- * registered in the same registry and rendered like any prom-client histogram (cumulative `le` buckets,
- * `_sum`, `_count`).
- */
-export class CountingHistogram {
-  readonly type = "histogram"
-  readonly aggregator = "sum"
-  private readonly counts: Float64Array
-  private sum = 0
-  private count = 0
-  constructor(readonly name: string, readonly help: string, private readonly upperBounds: ReadonlyArray<number>) {
+/** Bucket counts, sum and count of one label value. */
+class HistogramSeries {
+  readonly counts: Float64Array
+  sum = 0
+  count = 0
+  constructor(private readonly upperBounds: ReadonlyArray<number>) {
     this.counts = new Float64Array(upperBounds.length)
   }
   observe(value: number): void {
@@ -75,22 +68,59 @@ export class CountingHistogram {
     this.sum += value
     this.count++
   }
+}
+
+/**
+ * A fixed-bucket histogram, optionally with one label, whose `observe` is a bucket search and three
+ * increments. prom-client's allocates closures and hashes labels on every call, which is too much for a
+ * per-change or per-write observation; this one is registered in the same registry and rendered like any
+ * prom-client histogram (cumulative `le` buckets, `_sum`, `_count`).
+ */
+export class CountingHistogram {
+  readonly type = "histogram"
+  readonly aggregator = "sum"
+  private readonly series = new Map<string, HistogramSeries>()
+  /** The only series of a histogram without label (present from the start, like prom-client's). */
+  private readonly unlabeled: HistogramSeries | undefined
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly upperBounds: ReadonlyArray<number>,
+    private readonly labelName?: string
+  ) {
+    this.unlabeled = labelName === undefined ? this.child() : undefined
+  }
+  /** The series of one label value (the only series when the histogram has no label). */
+  child(labelValue = ""): HistogramSeries {
+    let series = this.series.get(labelValue)
+    if (series === undefined) this.series.set(labelValue, series = new HistogramSeries(this.upperBounds))
+    return series
+  }
+  observe(value: number): void {
+    const series = this.unlabeled ?? this.child()
+    series.observe(value)
+  }
   get() {
     const values: Array<{ value: number; labels: Record<string, string | number>; metricName: string }> = []
-    let cumulative = 0
-    for (let i = 0; i < this.upperBounds.length; i++) {
-      cumulative += this.counts[i]!
-      values.push({ value: cumulative, labels: { le: this.upperBounds[i]! }, metricName: `${this.name}_bucket` })
+    for (const [labelValue, series] of this.series) {
+      const labels: Record<string, string | number> = this.labelName === undefined ? {} : { [this.labelName]: labelValue }
+      let cumulative = 0
+      for (let i = 0; i < this.upperBounds.length; i++) {
+        cumulative += series.counts[i]!
+        values.push({ value: cumulative, labels: { ...labels, le: this.upperBounds[i]! }, metricName: `${this.name}_bucket` })
+      }
+      values.push({ value: series.count, labels: { ...labels, le: "+Inf" }, metricName: `${this.name}_bucket` })
+      values.push({ value: series.sum, labels, metricName: `${this.name}_sum` })
+      values.push({ value: series.count, labels, metricName: `${this.name}_count` })
     }
-    values.push({ value: this.count, labels: { le: "+Inf" }, metricName: `${this.name}_bucket` })
-    values.push({ value: this.sum, labels: {}, metricName: `${this.name}_sum` })
-    values.push({ value: this.count, labels: {}, metricName: `${this.name}_count` })
     return Promise.resolve({ name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator })
   }
   reset(): void {
-    this.counts.fill(0)
-    this.sum = 0
-    this.count = 0
+    for (const series of this.series.values()) {
+      series.counts.fill(0)
+      series.sum = 0
+      series.count = 0
+    }
   }
 }
 
@@ -106,13 +136,13 @@ export const makeMetricsRegistry = () => {
   const messagesOut = new Counter({ name: "topgun_messages_out_total", help: "Messages sent to clients", registers })
   const ops = new Counter({ name: "topgun_ops_total", help: "Operations by type and map", labelNames: ["type", "map"], registers })
   const opResults = new Counter({ name: "topgun_op_results_total", help: "Write results by outcome", labelNames: ["result"], registers })
-  const ackLatency = new Histogram({
-    name: "topgun_write_ack_latency_seconds",
-    help: "Time from receiving a write to acknowledging it, by requested write concern",
-    labelNames: ["concern"],
-    buckets: ACK_LATENCY_BUCKETS,
-    registers
-  })
+  const ackLatency = new CountingHistogram(
+    "topgun_write_ack_latency_seconds",
+    "Time from receiving a write to acknowledging it, by requested write concern",
+    ACK_LATENCY_BUCKETS,
+    "concern"
+  )
+  registry.registerMetric(ackLatency as unknown as Metric)
   const ackTimeouts = new Counter({ name: "topgun_write_ack_timeouts_total", help: "Writes whose requested level was not reached in time", registers })
   const rateLimited = new Counter({ name: "topgun_rate_limited_total", help: "Messages refused by the rate limiter", registers })
   // Counted in a plain number (one per change) and handed to prom-client at scrape time.
@@ -138,7 +168,7 @@ export const makeMetricsRegistry = () => {
 
   const messageInChild = childCache((type) => messagesIn.labels(type))
   const opResultChild = childCache((result) => opResults.labels(result))
-  const ackLatencyChild = childCache((concern) => ackLatency.labels(concern))
+  const ackLatencyChild = childCache((concern) => ackLatency.child(concern))
   const opsChild = childCache((labelKey) => {
     const sep = labelKey.indexOf("\u0000")
     return ops.labels(labelKey.slice(0, sep), labelKey.slice(sep + 1))

@@ -295,6 +295,8 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
       const lateRefusals: string[] = []
       let lastActive: Timestamp | undefined
       const opsTally = new OpsTally(metrics.opApplied)
+      // One clock read for the whole synchronous run (HLC and TTL visibility).
+      const now = wall()
 
       for (const entry of entries) {
         const opId = entry.opId
@@ -338,10 +340,9 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
         let duplicate = false
         let rejectedByResolver: string | undefined
         if (clientTs !== undefined) {
-          hlc.update(clientTs)
+          hlc.update(clientTs, now)
           if (config.timestampMode === "server") {
             const original = timestampToString(clientTs)
-            const now = wall()
             if (duplicates.has(original, now)) duplicate = true
             else duplicates.add(original, now)
           }
@@ -359,11 +360,11 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
                 : op.record
               lastActive = record.timestamp
               if (!resolvers.has(state.name)) {
-                maps.applyLww(state, op.key, record, ctx)
+                maps.applyLww(state, op.key, record, ctx, now)
                 break
               }
               const resolution = resolvers.resolve(state, op.key, record, source.principal, writerId)
-              if (resolution._tag === "Accept") maps.applyLww(state, op.key, record, ctx)
+              if (resolution._tag === "Accept") maps.applyLww(state, op.key, record, ctx, now)
               else if (resolution._tag === "Merge") {
                 const merged: LWWRecord = { value: resolution.value as LWWRecord["value"], timestamp: hlc.now(), ...(record.ttlMs !== undefined ? { ttlMs: record.ttlMs } : {}) }
                 maps.applyLww(state, op.key, merged, { ...ctx, echoToWriter: true })
