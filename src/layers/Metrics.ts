@@ -124,6 +124,29 @@ export class CountingHistogram {
   }
 }
 
+/**
+ * A prom-client counter whose increments are plain additions to a per-label-set number, handed to
+ * prom-client at scrape time (`collect`): a `labels(...).inc()` hashes its labels on every call.
+ */
+const pulledCounter = <L extends string>(registers: Array<Registry>, name: string, help: string, labelNames: ReadonlyArray<L>) => {
+  const totals = new Map<string, { readonly labels: Partial<Record<L, string>>; value: number }>()
+  new Counter<L>({
+    name,
+    help,
+    labelNames,
+    registers,
+    collect() {
+      this.reset()
+      for (const t of totals.values()) this.inc(t.labels, t.value)
+    }
+  })
+  return (labelKey: string, labels: () => Partial<Record<L, string>>, count: number): void => {
+    const total = totals.get(labelKey)
+    if (total !== undefined) total.value += count
+    else totals.set(labelKey, { labels: labels(), value: count })
+  }
+}
+
 /** The registry, the default metrics and every pushed metric; nothing here reads other services. */
 export const makeMetricsRegistry = () => {
   const registry = new Registry()
@@ -132,9 +155,9 @@ export const makeMetricsRegistry = () => {
 
   const connectionsAccepted = new Counter({ name: "topgun_connections_accepted_total", help: "WebSocket connections accepted", registers })
   const connectionsRejected = new Counter({ name: "topgun_connections_rejected_total", help: "WebSocket connections rejected (limit, shutdown)", registers })
-  const messagesIn = new Counter({ name: "topgun_messages_in_total", help: "Client messages received, by type", labelNames: ["type"], registers })
+  const messagesIn = pulledCounter(registers, "topgun_messages_in_total", "Client messages received, by type", ["type"])
   const messagesOut = new Counter({ name: "topgun_messages_out_total", help: "Messages sent to clients", registers })
-  const ops = new Counter({ name: "topgun_ops_total", help: "Operations by type and map", labelNames: ["type", "map"], registers })
+  const ops = pulledCounter(registers, "topgun_ops_total", "Operations by type and map", ["type", "map"])
   const opResults = new Counter({ name: "topgun_op_results_total", help: "Write results by outcome", labelNames: ["result"], registers })
   const ackLatency = new CountingHistogram(
     "topgun_write_ack_latency_seconds",
@@ -166,13 +189,8 @@ export const makeMetricsRegistry = () => {
   const gcPruned = new Counter({ name: "topgun_gc_pruned_total", help: "Tombstones and expired records pruned by GC", registers })
   const replicationLag = new Gauge({ name: "topgun_replication_lag_ms", help: "Replication lag per backup node (ms)", labelNames: ["node"], registers })
 
-  const messageInChild = childCache((type) => messagesIn.labels(type))
   const opResultChild = childCache((result) => opResults.labels(result))
   const ackLatencyChild = childCache((concern) => ackLatency.child(concern))
-  const opsChild = childCache((labelKey) => {
-    const sep = labelKey.indexOf("\u0000")
-    return ops.labels(labelKey.slice(0, sep), labelKey.slice(sep + 1))
-  })
   const opsMapLabel = boundedMapLabel()
 
   return {
@@ -182,10 +200,16 @@ export const makeMetricsRegistry = () => {
     /** A WebSocket upgrade was refused (connection limit, shutting down). */
     connectionRejected: (): void => connectionsRejected.inc(),
     /** One inbound client message (inner BATCH records count one each); unknown types share one label. */
-    messageIn: (type: string): void => messageInChild(isClientMessageType(type) ? type : "unknown").inc(),
+    messageIn: (type: string): void => {
+      const label = isClientMessageType(type) ? type : "unknown"
+      messagesIn(label, () => ({ type: label }), 1)
+    },
     messagesOut: (count = 1): void => messagesOut.inc(count),
     /** One op, e.g. `PUT` / `DELETE` / `OR_ADD` / `OR_REMOVE` / `GET` / `SUBSCRIBE`, on a map. */
-    opApplied: (type: string, mapName: string, count = 1): void => opsChild(`${type}\u0000${opsMapLabel(mapName)}`).inc(count),
+    opApplied: (type: string, mapName: string, count = 1): void => {
+      const map = opsMapLabel(mapName)
+      ops(`${type}\u0000${map}`, () => ({ type, map }), count)
+    },
     /** One write result: e.g. `success`, `rejected`, `timeout`, `failed`. */
     opResult: (result: string): void => opResultChild(result).inc(),
     ackLatency: (concern: string, seconds: number): void => ackLatencyChild(concern).observe(seconds),
