@@ -101,12 +101,18 @@ describe("WriteBehind", () => {
       expect((yield* wb.status).queueDepth).toBe(2)
       yield* Deferred.succeed(gate, undefined)
       yield* Deferred.await(persisted)
-      expect(d.batches).toEqual([[put("k", 1, 1)]])
-      expect(yield* Deferred.isDone(later)).toBe(false)
-      yield* TestClock.adjust(5)
+      expect(d.batches[0]).toEqual([put("k", 1, 1)])
+      // Group commit: what queued during a write goes out right after it, without the batching delay.
       yield* Deferred.await(later)
       expect(d.batches).toEqual([[put("k", 1, 1)], [put("k", 2, 2)]])
       expect((yield* wb.status).queueDepth).toBe(0)
+      // Coming out of idle, a batch gets the interval to form again.
+      const idle = yield* wb.submit([put("j", 1, 1)])
+      yield* settle
+      expect(d.batches).toHaveLength(2)
+      yield* TestClock.adjust(5)
+      yield* Deferred.await(idle)
+      expect(d.batches).toHaveLength(3)
     }))
 
   it.scoped("retries a failing store with backoff, reporting unhealthy until a write succeeds", () =>

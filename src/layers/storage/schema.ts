@@ -42,9 +42,12 @@ export const T = {
 /** Node-metadata keys with this prefix hold PN counter states; PostgreSQL merges them (per-entry max). */
 export const COUNTER_META_PREFIX = "counter:"
 
-export interface SqlStatement {
+export type SqlArg = string | number | null
+
+export interface SqlStatement<A = SqlArg> {
   readonly sql: string
-  readonly args: Array<string | number | null>
+  /** Scalars; PostgreSQL `unnest` statements take one array per column (`PgStatement`). */
+  readonly args: Array<A>
   /**
    * Set when the statement ends with RETURNING the identities of the rows it really changed (PostgreSQL,
    * `batchStatements(…, { returning: true })`): which mutations must be published as change rows.
@@ -52,15 +55,17 @@ export interface SqlStatement {
   readonly returns?: "LwwPut" | "OrPut" | "OrTombstone"
 }
 
+export type PgStatement = SqlStatement<SqlArg | ReadonlyArray<SqlArg>>
+
 /** How the two dialects spell a bind parameter; PostgreSQL casts so VALUES lists get column types. */
-export interface Dialect {
-  readonly name: "sqlite" | "postgres"
+export interface Dialect<N extends "sqlite" | "postgres" = "sqlite" | "postgres"> {
+  readonly name: N
   /** `n` is 1-based. */
   readonly param: (n: number, type: "text" | "int" | "bigint") => string
 }
 
-export const sqliteDialect: Dialect = { name: "sqlite", param: () => "?" }
-export const postgresDialect: Dialect = { name: "postgres", param: (n, type) => `$${n}::${type}` }
+export const sqliteDialect: Dialect<"sqlite"> = { name: "sqlite", param: () => "?" }
+export const postgresDialect: Dialect<"postgres"> = { name: "postgres", param: (n, type) => `$${n}::${type}` }
 
 // ---------------------------------------------------------------------------------------------------------
 // Value codec
@@ -237,11 +242,41 @@ const updateAll = (cols: string, skip: ReadonlyArray<string>): string =>
 const newerThan = (table: string): string =>
   `(excluded.ts_millis,excluded.ts_counter,excluded.ts_node_id) > (${table}.ts_millis,${table}.ts_counter,${table}.ts_node_id)`
 
-const statementFor = (d: Dialect, run: ReadonlyArray<StorageMutation>, returning: boolean): Array<SqlStatement> => {
+/**
+ * PostgreSQL LWW upserts take one array per column (`unnest`): the statement text is the same for every
+ * batch size, so the server parses and plans it once instead of once per distinct row count, and ten
+ * parameters replace up to 4,000.
+ */
+const lwwPutUnnest = (run: ReadonlyArray<Extract<StorageMutation, { _tag: "LwwPut" }>>, returning: boolean): PgStatement => {
+  const columns: Array<Array<string | number | null>> = LWW_TYPES.map(() => [])
+  for (const m of run) {
+    const r = m.record
+    columns[0]!.push(m.mapName)
+    columns[1]!.push(m.key)
+    columns[2]!.push(encodeLwwValue(r))
+    columns[3]!.push(int(r.timestamp.millis))
+    columns[4]!.push(int(r.timestamp.counter))
+    columns[5]!.push(r.timestamp.nodeId)
+    columns[6]!.push(optInt(r.ttlMs))
+    columns[7]!.push(int(m.storedAt.millis))
+    columns[8]!.push(int(m.storedAt.counter))
+    columns[9]!.push(m.storedAt.nodeId)
+  }
+  return {
+    sql: `INSERT INTO ${T.lww} (${LWW_COLS}) SELECT * FROM unnest(${LWW_TYPES.map((t, i) => `$${i + 1}::${t}[]`).join(",")}) ` +
+      `ON CONFLICT (map_name,key) DO UPDATE SET ${updateAll(LWW_COLS, ["map_name", "key"])} WHERE ${newerThan(T.lww)}` +
+      (returning ? " RETURNING map_name, key" : ""),
+    args: columns,
+    ...(returning ? { returns: "LwwPut" as const } : {})
+  }
+}
+
+const statementFor = (d: Dialect, run: ReadonlyArray<StorageMutation>, returning: boolean): Array<PgStatement> => {
   const first = run[0]!
   const args: Array<string | number | null> = []
   switch (first._tag) {
     case "LwwPut": {
+      if (d.name === "postgres") return [lwwPutUnnest(run as ReadonlyArray<Extract<StorageMutation, { _tag: "LwwPut" }>>, returning)]
       for (const m of run as ReadonlyArray<Extract<StorageMutation, { _tag: "LwwPut" }>>) {
         const r = m.record
         args.push(m.mapName, m.key, encodeLwwValue(r), int(r.timestamp.millis), int(r.timestamp.counter), r.timestamp.nodeId,
@@ -335,13 +370,15 @@ const statementFor = (d: Dialect, run: ReadonlyArray<StorageMutation>, returning
   }
 }
 
-/** The statements that apply `batch` in order; run them in one transaction. */
-export const batchStatements = (
+/** The statements that apply `batch` in order; run them in one transaction. Only PostgreSQL gets array arguments. */
+export function batchStatements(d: Dialect<"sqlite">, batch: ReadonlyArray<StorageMutation>): Array<SqlStatement>
+export function batchStatements(d: Dialect, batch: ReadonlyArray<StorageMutation>, opts?: { readonly returning?: boolean }): Array<PgStatement>
+export function batchStatements(
   d: Dialect,
   batch: ReadonlyArray<StorageMutation>,
   opts: { readonly returning?: boolean } = {}
-): Array<SqlStatement> => {
-  const out: Array<SqlStatement> = []
+): Array<PgStatement> {
+  const out: Array<PgStatement> = []
   const returning = opts.returning === true && d.name === "postgres"
   for (const run of runs(batch)) for (const s of statementFor(d, run, returning)) out.push(s)
   return out

@@ -286,18 +286,23 @@ const make = Effect.gen(function*() {
     )
 
   const writerLoop = Effect.gen(function*() {
+    /** Mutations arrived while the last batch was committing: under load the commit itself batches them. */
+    let queuedDuringWrite = false
     while (true) {
       yield* work.await
-      // Let a batch form, unless a backlog is waiting or someone asked for a flush.
-      if (pending.length < config.maxBatchSize) {
+      // Coming out of idle, let a batch form (unless a backlog is waiting or someone asked for a flush);
+      // right after a commit, write what queued up during it at once (group commit, no added latency).
+      if (!queuedDuringWrite && pending.length < config.maxBatchSize) {
         yield* Effect.raceFirst(Effect.sleep(config.flushIntervalMs), urgent.await)
       }
       if (pending.length === 0) {
         work.unsafeClose()
+        queuedDuringWrite = false
         continue
       }
       yield* writeBatch(take())
-      if (pending.length === 0) work.unsafeClose()
+      queuedDuringWrite = pending.length > 0
+      if (!queuedDuringWrite) work.unsafeClose()
     }
   })
 
