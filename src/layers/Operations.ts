@@ -148,7 +148,6 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
     const duplicates = new DuplicateWindow(config.duplicateWindowMs, 100_000)
     const runFork = Runtime.runFork(yield* Effect.runtime<never>())
 
-    /** Loads every map the ops name before the synchronous apply loop (reads and writes wait for loads). */
     /** Names of the maps the ops touch that are not loaded yet (undefined when all are: the common case). */
     const unloadedNames = (ops: ReadonlyArray<unknown>): Set<string> | undefined => {
       let names: Set<string> | undefined
