@@ -1,4 +1,4 @@
-import { tokenize } from "./tokenizer.js"
+import { tokenize, tokenizeInto } from "./tokenizer.js"
 
 /** BM25 parameters of protocol §4.10. */
 export const K1 = 1.2
@@ -29,20 +29,56 @@ export const inverseDocumentFrequency = (docCount: number, df: number): number =
 export const termScore = (idf: number, tf: number, dl: number, avgdl: number): number =>
   idf * ((tf * (K1 + 1)) / (tf + K1 * (1 - B + B * (dl / avgdl))))
 
+/** Stride of `Posting.data`: document ordinal, tf in the field, slot of the entry in the document's entries. */
+const POSTING_STRIDE = 3
+const ORD = 0
+const TF = 1
+const SLOT = 2
+/** Entries a new posting has room for; capacity doubles when full. */
+const INITIAL_POSTING_CAPACITY = 2
+
 /**
  * Documents containing one term. An entry is one (document, field) pair; `df` counts distinct documents.
- * Parallel arrays keep it compact; removal is swap-with-last, so each entry remembers where its document
- * refers back to it (`slots`) and the document remembers the entry's position.
+ * Entries are interleaved in one typed array (one cache line per removal swap, no per-entry boxing);
+ * removal is swap-with-last, so each entry remembers where its document refers back to it (its slot) and
+ * the document remembers the entry's position. A posting whose last entry goes stays in the map with
+ * `count = df = 0` (cheap to refill on the next upsert) until empty postings are swept in bulk.
  */
-interface Posting {
-  readonly term: string
-  df: number
+class Posting {
+  df = 0
+  /** Entries in use: `data[0, count × POSTING_STRIDE)`. */
+  count = 0
+  data = new Int32Array(INITIAL_POSTING_CAPACITY * POSTING_STRIDE)
   /** Removal pass that last counted this posting's df (a term can repeat across a document's fields). */
-  removalStamp: number
-  readonly ords: number[]
-  readonly tfs: number[]
-  readonly slots: number[]
+  removalStamp = 0
+  /**
+   * Upsert scratch (no Map per field): the field being tokenized that last saw this term, the term's tf in
+   * it and its index among the document's distinct (field, term) pairs.
+   */
+  fieldStamp = 0
+  fieldTf = 0
+  fieldSlot = 0
+  constructor(readonly term: string) {}
+
+  append(ord: number, tf: number, slot: number): number {
+    const position = this.count
+    let base = position * POSTING_STRIDE
+    if (base === this.data.length) {
+      const grown = new Int32Array(this.data.length * 2)
+      grown.set(this.data)
+      this.data = grown
+    }
+    const data = this.data
+    data[base++] = ord
+    data[base++] = tf
+    data[base] = slot
+    this.count = position + 1
+    return position
+  }
 }
+
+/** Empty postings are swept once there are more than this many and they outnumber live ones. */
+const EMPTY_POSTINGS_SWEEP_MIN = 1024
 
 /** Stride of `IndexedDoc.entries`: posting, position in the posting. */
 const STRIDE = 2
@@ -68,12 +104,6 @@ interface FieldStats {
   totalLength: number
 }
 
-interface FieldTokens {
-  readonly fieldId: number
-  readonly termFrequencies: Map<string, number>
-  readonly length: number
-}
-
 interface FieldBucket {
   readonly ords: number[]
   readonly tfs: number[]
@@ -82,7 +112,7 @@ interface FieldBucket {
 
 /** Per distinct query term: the documents containing it and each one's contribution. */
 interface TermContributions {
-  readonly ords: ReadonlyArray<number>
+  readonly ords: Int32Array
   readonly scores: Float64Array
 }
 
@@ -136,6 +166,21 @@ export class FullTextIndex {
   private readonly freeOrds: number[] = []
   /** Counter for `Posting.removalStamp`. */
   private removals = 0
+  /** Counter for `Posting.fieldStamp`. */
+  private tokenizedFields = 0
+  /** Postings in `postings` with no entries (kept for reuse, swept in bulk). */
+  private emptyPostings = 0
+  // Upsert scratch, reused across documents: tokens of one field; per distinct (field, term) of the document
+  // its posting and tf; per field (fieldId, token count, end index into the distinct arrays).
+  private readonly tokenScratch: string[] = []
+  private readonly distinctPostings: Posting[] = []
+  private readonly distinctTfs: number[] = []
+  private readonly fieldScratch: number[] = []
+  /** Per tokenized field: its `Posting.fieldStamp` value. */
+  private readonly fieldStampScratch: number[] = []
+  // Replace scratch: per old entry slot its new slot (or -1); per new slot whether an old entry was kept.
+  private readonly keptAs: number[] = []
+  private readonly kept: boolean[] = []
   private docCount = 0
   private totalLength = 0
   // Per-ordinal scratch for searches; every slot is back to zero between searches.
@@ -161,99 +206,213 @@ export class FullTextIndex {
   }
 
   clear(): void {
-    for (const key of [...this.ordByKey.keys()]) this.remove(key)
+    for (const key of [...this.ordByKey.keys()]) this.removeDocument(key)
+    this.sweepEmptyPostings(true)
   }
 
   /** Indexes (or re-indexes) `value` under `key`; a non-object or a document without tokens is not indexed. */
   upsert(key: string, value: unknown): void {
-    this.remove(key)
-    if (!isDocument(value)) return
-    const fields = this.tokenizeFields(value)
-    let length = 0
-    let entryCount = 0
-    for (const field of fields) {
-      length += field.length
-      entryCount += field.termFrequencies.size
-    }
-    if (length === 0) return
+    const ord = this.ordByKey.get(key)
+    if (!isDocument(value)) this.removeDocument(key)
+    else if (ord === undefined) this.addDocument(key, value)
+    else this.replaceDocument(key, ord, value)
+    this.sweepEmptyPostings(false)
+  }
 
+  remove(key: string): void {
+    this.removeDocument(key)
+    this.sweepEmptyPostings(false)
+  }
+
+  private addDocument(key: string, value: Record<string, unknown>): void {
+    const fieldCount = this.tokenizeFields(value)
+    if (fieldCount === 0) return
+    const distinctPostings = this.distinctPostings
+    const distinctTfs = this.distinctTfs
+    const distinct = this.fieldScratch[FIELD_STRIDE * (fieldCount - 1) + 2]!
     const ord = this.freeOrds.pop() ?? this.docs.length
-    const entries: Array<Posting | number> = new Array(entryCount * STRIDE)
-    const fieldInfo: number[] = new Array(fields.length * FIELD_STRIDE)
-    let slot = 0
-    for (let f = 0; f < fields.length; f++) {
-      const { fieldId, termFrequencies, length: fieldLength } = fields[f]!
-      const stats = this.fieldStats[fieldId]!
-      stats.docCount++
-      stats.totalLength += fieldLength
-      fieldInfo[FIELD_STRIDE * f] = fieldId
-      fieldInfo[FIELD_STRIDE * f + 1] = fieldLength
-      for (const [term, tf] of termFrequencies) {
-        let posting = this.postings.get(term)
-        if (posting === undefined) {
-          const owned = detach(term)
-          posting = { term: owned, df: 0, removalStamp: 0, ords: [], tfs: [], slots: [] }
-          this.postings.set(owned, posting)
-        }
-        const position = posting.ords.length
-        // This document's entries are appended consecutively, so an earlier field already counted it in df
-        // exactly when it owns the posting's last entry.
-        if (position === 0 || posting.ords[position - 1] !== ord) posting.df++
-        posting.ords.push(ord)
-        posting.tfs.push(tf)
-        posting.slots.push(slot)
-        entries[slot * STRIDE] = posting
-        entries[slot * STRIDE + 1] = position
-        slot++
-      }
-      fieldInfo[FIELD_STRIDE * f + 2] = slot
+    const entries: Array<Posting | number> = new Array(distinct * STRIDE)
+    for (let slot = 0; slot < distinct; slot++) {
+      const posting = distinctPostings[slot]!
+      const count = posting.count
+      if (count === 0) this.emptyPostings--
+      // This document's entries are appended consecutively, so an earlier field already counted it in df
+      // exactly when it owns the posting's last entry.
+      if (count === 0 || posting.data[(count - 1) * POSTING_STRIDE + ORD] !== ord) posting.df++
+      entries[slot * STRIDE] = posting
+      entries[slot * STRIDE + 1] = posting.append(ord, distinctTfs[slot]!, slot)
     }
-    this.docs[ord] = { key, length, entries, fields: fieldInfo }
+    const fields = this.addFieldStats(fieldCount)
+    let length = 0
+    for (let f = 0; f < fields.length; f += FIELD_STRIDE) length += fields[f + 1]!
+    this.docs[ord] = { key, length, entries, fields }
     this.docLengths[ord] = length
     this.ordByKey.set(key, ord)
     this.docCount++
     this.totalLength += length
   }
 
-  remove(key: string): void {
-    const ord = this.ordByKey.get(key)
-    if (ord === undefined) return
-    const doc = this.docs[ord]!
-    const { entries, fields } = doc
-    // A term can repeat across fields; df drops once per distinct term (stamped, no Set per removal).
-    const stamp = ++this.removals
-    for (let i = 0; i < entries.length; i += STRIDE) {
-      const posting = entries[i] as Posting
-      const position = entries[i + 1] as number
-      const last = posting.ords.length - 1
-      if (position !== last) {
-        const movedOrd = posting.ords[last]!
-        const movedSlot = posting.slots[last]!
-        posting.ords[position] = movedOrd
-        posting.tfs[position] = posting.tfs[last]!
-        posting.slots[position] = movedSlot
-        this.docs[movedOrd]!.entries[movedSlot * STRIDE + 1] = position
+  /**
+   * Re-indexes the document at `ord` as a diff: an entry whose (field, term) is in both versions stays where
+   * it is in its posting (only tf and slot are rewritten); the others are removed / appended. Updates that
+   * keep most of the text (and common terms, whose postings are the largest) thus skip the swap and append.
+   */
+  private replaceDocument(key: string, ord: number, value: Record<string, unknown>): void {
+    const fieldCount = this.tokenizeFields(value)
+    if (fieldCount === 0) return this.removeDocument(key)
+    const docs = this.docs
+    const old = docs[ord]!
+    const oldEntries = old.entries
+    const oldFields = old.fields
+    const fieldScratch = this.fieldScratch
+    const distinctPostings = this.distinctPostings
+    const distinctTfs = this.distinctTfs
+    const keptAs = this.keptAs
+    const kept = this.kept
+    const distinct = fieldScratch[FIELD_STRIDE * (fieldCount - 1) + 2]!
+    for (let d = 0; d < distinct; d++) kept[d] = false
+
+    // Match old entries to new (field, term) pairs: a posting stamped by the same field id's tokenization.
+    let oldSlot = 0
+    for (let g = 0; g < oldFields.length; g += FIELD_STRIDE) {
+      const fieldId = oldFields[g]!
+      const end = oldFields[g + 2]!
+      let stamp = -1
+      for (let f = 0; f < fieldCount; f++) {
+        if (fieldScratch[f * FIELD_STRIDE] === fieldId) stamp = this.fieldStampScratch[f]!
       }
-      posting.ords.pop()
-      posting.tfs.pop()
-      posting.slots.pop()
-      if (posting.removalStamp !== stamp) {
-        posting.removalStamp = stamp
+      for (; oldSlot < end; oldSlot++) {
+        const posting = oldEntries[oldSlot * STRIDE] as Posting
+        if (posting.fieldStamp === stamp) {
+          keptAs[oldSlot] = posting.fieldSlot
+          kept[posting.fieldSlot] = true
+        } else keptAs[oldSlot] = -1
+      }
+    }
+
+    // df: −1 per distinct term of the old version, +1 per distinct term of the new one.
+    const removedStamp = ++this.removals
+    for (let i = 0; i < oldEntries.length; i += STRIDE) {
+      const posting = oldEntries[i] as Posting
+      if (posting.removalStamp !== removedStamp) {
+        posting.removalStamp = removedStamp
         posting.df--
       }
-      if (posting.ords.length === 0) this.postings.delete(posting.term)
     }
+    const addedStamp = ++this.removals
+    for (let d = 0; d < distinct; d++) {
+      const posting = distinctPostings[d]!
+      if (posting.removalStamp !== addedStamp) {
+        posting.removalStamp = addedStamp
+        posting.df++
+      }
+    }
+
+    // Unmatched old entries leave their postings first (swaps keep `oldEntries` positions current, also for
+    // this document's own kept entries, whose stored slot is still the old one).
+    for (let slot = 0; slot < oldSlot; slot++) {
+      if (keptAs[slot] === -1) this.removeEntry(oldEntries[slot * STRIDE] as Posting, oldEntries[slot * STRIDE + 1] as number)
+    }
+    const entries: Array<Posting | number> = new Array(distinct * STRIDE)
+    for (let slot = 0; slot < oldSlot; slot++) {
+      const d = keptAs[slot]!
+      if (d === -1) continue
+      const posting = oldEntries[slot * STRIDE] as Posting
+      const position = oldEntries[slot * STRIDE + 1] as number
+      posting.data[position * POSTING_STRIDE + TF] = distinctTfs[d]!
+      posting.data[position * POSTING_STRIDE + SLOT] = d
+      entries[d * STRIDE] = posting
+      entries[d * STRIDE + 1] = position
+    }
+    for (let d = 0; d < distinct; d++) {
+      if (kept[d]) continue
+      const posting = distinctPostings[d]!
+      if (posting.count === 0) this.emptyPostings--
+      entries[d * STRIDE] = posting
+      entries[d * STRIDE + 1] = posting.append(ord, distinctTfs[d]!, d)
+    }
+
+    this.subtractFieldStats(oldFields)
+    const fields = this.addFieldStats(fieldCount)
+    let length = 0
+    for (let f = 0; f < fields.length; f += FIELD_STRIDE) length += fields[f + 1]!
+    docs[ord] = { key, length, entries, fields }
+    this.docLengths[ord] = length
+    this.totalLength += length - old.length
+  }
+
+  /** Swap-with-last removal of the entry at `position` (df is the caller's business). */
+  private removeEntry(posting: Posting, position: number): void {
+    const last = posting.count - 1
+    if (position !== last) {
+      const data = posting.data
+      const from = last * POSTING_STRIDE
+      const to = position * POSTING_STRIDE
+      const movedOrd = data[from + ORD]!
+      const movedSlot = data[from + SLOT]!
+      data[to + ORD] = movedOrd
+      data[to + TF] = data[from + TF]!
+      data[to + SLOT] = movedSlot
+      this.docs[movedOrd]!.entries[movedSlot * STRIDE + 1] = position
+    }
+    posting.count = last
+    if (last === 0) this.emptyPostings++
+  }
+
+  private subtractFieldStats(fields: ReadonlyArray<number>): void {
     for (let i = 0; i < fields.length; i += FIELD_STRIDE) {
       const stats = this.fieldStats[fields[i]!]!
       stats.docCount--
       stats.totalLength -= fields[i + 1]!
     }
+  }
+
+  /** Adds the tokenized fields' statistics; returns the document's (fieldId, length, end) triples. */
+  private addFieldStats(fieldCount: number): number[] {
+    const fieldScratch = this.fieldScratch
+    const fields: number[] = new Array(fieldCount * FIELD_STRIDE)
+    for (let f = 0; f < fieldCount * FIELD_STRIDE; f += FIELD_STRIDE) {
+      const stats = this.fieldStats[fieldScratch[f]!]!
+      stats.docCount++
+      stats.totalLength += fieldScratch[f + 1]!
+      fields[f] = fieldScratch[f]!
+      fields[f + 1] = fieldScratch[f + 1]!
+      fields[f + 2] = fieldScratch[f + 2]!
+    }
+    return fields
+  }
+
+  private removeDocument(key: string): void {
+    const ord = this.ordByKey.get(key)
+    if (ord === undefined) return
+    const doc = this.docs[ord]!
+    const entries = doc.entries
+    // A term can repeat across fields; df drops once per distinct term (stamped, no Set per removal).
+    const stamp = ++this.removals
+    for (let i = 0; i < entries.length; i += STRIDE) {
+      const posting = entries[i] as Posting
+      this.removeEntry(posting, entries[i + 1] as number)
+      if (posting.removalStamp !== stamp) {
+        posting.removalStamp = stamp
+        posting.df--
+      }
+    }
+    this.subtractFieldStats(doc.fields)
     this.docs[ord] = undefined
     this.docLengths[ord] = 0
     this.freeOrds.push(ord)
     this.ordByKey.delete(key)
     this.docCount--
     this.totalLength -= doc.length
+  }
+
+  /** Drops empty postings in one pass when they are many (bounded memory for terms that left the index). */
+  private sweepEmptyPostings(force: boolean): void {
+    const empty = this.emptyPostings
+    if (empty === 0) return
+    if (!force && (empty <= EMPTY_POSTINGS_SWEEP_MIN || empty * 2 <= this.postings.size)) return
+    for (const [term, posting] of this.postings) if (posting.count === 0) this.postings.delete(term)
+    this.emptyPostings = 0
   }
 
   /** Tokenizes `query` and searches (protocol §4.10 "Search"/"Boost"). */
@@ -298,7 +457,9 @@ export class FullTextIndex {
     for (let i = 0; i < entries.length; i += STRIDE) {
       const posting = entries[i] as Posting
       const tf = tfByTerm.get(posting.term)
-      if (tf !== undefined) tfByTerm.set(posting.term, tf + posting.tfs[entries[i + 1] as number]!)
+      if (tf !== undefined) {
+        tfByTerm.set(posting.term, tf + posting.data[(entries[i + 1] as number) * POSTING_STRIDE + TF]!)
+      }
     }
     const avgdl = this.totalLength / this.docCount
     let score = 0
@@ -325,19 +486,57 @@ export class FullTextIndex {
     return id
   }
 
-  private tokenizeFields(value: Record<string, unknown>): FieldTokens[] {
+  /**
+   * Tokenizes the indexed fields of `value` into the upsert scratch: per field with at least one token its
+   * (fieldId, token count, end) in `fieldScratch`, and its distinct terms in first-occurrence order with their
+   * tf in `distinctPostings` / `distinctTfs`. Creates (empty) postings for new terms. Returns the field count.
+   */
+  private tokenizeFields(value: Record<string, unknown>): number {
     const names = this.configuredFields ?? Object.keys(value)
-    const fields: FieldTokens[] = []
+    const tokens = this.tokenScratch
+    const distinctPostings = this.distinctPostings
+    const distinctTfs = this.distinctTfs
+    const fieldScratch = this.fieldScratch
+    let fieldCount = 0
+    let distinct = 0
     for (const name of names) {
       const text = value[name]
       if (typeof text !== "string") continue
-      const tokens = tokenize(text)
-      if (tokens.length === 0) continue
-      const termFrequencies = new Map<string, number>()
-      for (const token of tokens) termFrequencies.set(token, (termFrequencies.get(token) ?? 0) + 1)
-      fields.push({ fieldId: this.fieldId(name), termFrequencies, length: tokens.length })
+      const tokenCount = tokenizeInto(text, tokens)
+      if (tokenCount === 0) continue
+      const fieldStamp = ++this.tokenizedFields
+      const fieldStart = distinct
+      for (let t = 0; t < tokenCount; t++) {
+        const posting = this.postingOf(tokens[t]!)
+        if (posting.fieldStamp === fieldStamp) {
+          posting.fieldTf++
+        } else {
+          posting.fieldStamp = fieldStamp
+          posting.fieldTf = 1
+          posting.fieldSlot = distinct
+          distinctPostings[distinct++] = posting
+        }
+      }
+      for (let d = fieldStart; d < distinct; d++) distinctTfs[d] = distinctPostings[d]!.fieldTf
+      fieldScratch[fieldCount * FIELD_STRIDE] = this.fieldId(name)
+      fieldScratch[fieldCount * FIELD_STRIDE + 1] = tokenCount
+      fieldScratch[fieldCount * FIELD_STRIDE + 2] = distinct
+      this.fieldStampScratch[fieldCount] = fieldStamp
+      fieldCount++
     }
-    return fields
+    return fieldCount
+  }
+
+  /** The posting of `term`, created empty when absent. */
+  private postingOf(term: string): Posting {
+    let posting = this.postings.get(term)
+    if (posting === undefined) {
+      const owned = detach(term)
+      posting = new Posting(owned)
+      this.postings.set(owned, posting)
+      this.emptyPostings++
+    }
+    return posting
   }
 
   private ensureScratch(): void {
@@ -355,9 +554,10 @@ export class FullTextIndex {
     const avgdl = this.totalLength / this.docCount
     const perTerm: Array<TermContributions | undefined> = terms.map((term) => {
       const posting = this.postings.get(term)
-      if (posting === undefined) return undefined
+      // An empty (retained) posting is an absent term.
+      if (posting === undefined || posting.df === 0) return undefined
       const idf = inverseDocumentFrequency(this.docCount, posting.df)
-      const { ords, tfs } = this.mergeFieldEntries(posting)
+      const { ords, tfs } = this.combinedTermFrequencies(posting)
       const scores = new Float64Array(ords.length)
       for (let i = 0; i < ords.length; i++) scores[i] = termScore(idf, tfs[i]!, this.docLengths[ords[i]!]!, avgdl)
       return { ords, scores }
@@ -379,18 +579,26 @@ export class FullTextIndex {
     }
   }
 
-  /** Per-document combined tf of a term: sums the document's per-field entries (skipped when df = entries). */
-  private mergeFieldEntries(posting: Posting): { ords: ReadonlyArray<number>; tfs: ReadonlyArray<number> } {
-    if (posting.df === posting.ords.length) return posting
-    const scratch = this.tfScratch
-    const ords: number[] = []
-    for (let i = 0; i < posting.ords.length; i++) {
-      const ord = posting.ords[i]!
-      if (scratch[ord] === 0) ords.push(ord)
-      scratch[ord]! += posting.tfs[i]!
+  /** Per-document combined tf of a term: sums the document's per-field entries (no merging when df = entries). */
+  private combinedTermFrequencies(posting: Posting): { ords: Int32Array; tfs: Int32Array } {
+    const { data, count } = posting
+    const ords = new Int32Array(posting.df)
+    const tfs = new Int32Array(posting.df)
+    if (posting.df === count) {
+      for (let i = 0, base = 0; i < count; i++, base += POSTING_STRIDE) {
+        ords[i] = data[base + ORD]!
+        tfs[i] = data[base + TF]!
+      }
+      return { ords, tfs }
     }
-    const tfs: number[] = new Array(ords.length)
-    for (let i = 0; i < ords.length; i++) {
+    const scratch = this.tfScratch
+    let distinct = 0
+    for (let base = 0; base < count * POSTING_STRIDE; base += POSTING_STRIDE) {
+      const ord = data[base + ORD]!
+      if (scratch[ord] === 0) ords[distinct++] = ord
+      scratch[ord]! += data[base + TF]!
+    }
+    for (let i = 0; i < distinct; i++) {
       tfs[i] = scratch[ords[i]!]!
       scratch[ords[i]!] = 0
     }
@@ -414,9 +622,11 @@ export class FullTextIndex {
       bucketsByTerm.push(buckets)
       const posting = this.postings.get(term)
       if (posting === undefined) continue
-      for (let i = 0; i < posting.ords.length; i++) {
-        const doc = this.docs[posting.ords[i]!]!
-        const group = fieldGroupOf(doc, posting.slots[i]!)
+      const { data, count } = posting
+      for (let base = 0; base < count * POSTING_STRIDE; base += POSTING_STRIDE) {
+        const ord = data[base + ORD]!
+        const doc = this.docs[ord]!
+        const group = fieldGroupOf(doc, data[base + SLOT]!)
         const fieldId = doc.fields[group]!
         let bucket = buckets.get(fieldId)
         if (bucket === undefined) {
@@ -424,8 +634,8 @@ export class FullTextIndex {
           buckets.set(fieldId, bucket)
           fieldsTouched.add(fieldId)
         }
-        bucket.ords.push(posting.ords[i]!)
-        bucket.tfs.push(posting.tfs[i]!)
+        bucket.ords.push(ord)
+        bucket.tfs.push(data[base + TF]!)
         bucket.lengths.push(doc.fields[group + 1]!)
       }
     }

@@ -150,6 +150,8 @@ export const makePostgresStorage = (opts: PostgresStorageOptions) =>
         if (feed === undefined) {
           return Effect.suspend(() => {
             const statements = batchStatements(postgresDialect, batch)
+            // One statement is atomic on its own: no BEGIN/COMMIT round trips (the common all-LWW batch).
+            if (statements.length === 1) return unsafe(statements[0]!.sql, statements[0]!.args)
             return sql.withTransaction(Effect.forEach(statements, (s) => unsafe(s.sql, s.args), { discard: true }))
           }).pipe(Effect.mapError(failed(`Cannot write ${batch.length} mutations to ${where}`)))
         }
