@@ -47,16 +47,8 @@ export class WrittenEntry {
   declare storedNodeId: string
   declare hash: number
   constructor(record: LWWRecord, storedAt: Timestamp, hash: number, ids: NodeIdInterner) {
-    const ts = record.timestamp
-    this.value = record.value
-    this.millis = ts.millis
-    this.counter = ts.counter
-    this.nodeId = ids.intern(ts.nodeId)
-    this.ttlMs = record.ttlMs ?? Number.NaN
-    this.storedMillis = storedAt.millis
-    this.storedCounter = storedAt.counter
-    this.storedNodeId = storedAt.nodeId
-    this.hash = hash
+    // Every field is written here, always in the same order: one object shape for all entries.
+    this.assign(record, storedAt, hash, ids)
   }
   assign(record: LWWRecord, storedAt: Timestamp, hash: number, ids: NodeIdInterner): void {
     const ts = record.timestamp
