@@ -1,4 +1,6 @@
+import { Packr } from "msgpackr"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { packClientBatch } from "../../src/protocol/batch.js"
 import { TestClient } from "../support/client.js"
 import { type RunningServer, startServer } from "../support/server.js"
 
@@ -58,6 +60,26 @@ describe("live queries over real WebSockets", () => {
     expect(writer.ofType("SERVER_EVENT")).toHaveLength(0)
     writer.close()
     reader.close()
+  })
+
+  it("a write right behind a QUERY_SUB on the same connection is handled after it (the write fast path never overtakes)", async () => {
+    const c = await TestClient.authed(server.url)
+    await write(c, "order", "k0", 0) // the map is loaded: only queue order can hold the next write back
+    // Both frames in one inbound BATCH: the QUERY_SUB is queued for the connection's fiber and the OP_BATCH
+    // arrives in the same synchronous run, before that fiber has handled it.
+    const packr = new Packr({ useRecords: false })
+    const op = { id: "after-sub", mapName: "order", key: "k1", opType: "PUT", record: { value: 1, timestamp: { millis: Date.now(), counter: ++counter, nodeId: "writer" } } }
+    const data = packClientBatch([
+      packr.pack({ type: "QUERY_SUB", payload: { queryId: "ordered", mapName: "order", query: {} } }),
+      packr.pack({ type: "OP_BATCH", payload: { ops: [op] } })
+    ])
+    c.send({ type: "BATCH", count: 2, data })
+    const resp = await c.next("QUERY_RESP")
+    expect(resp.payload.results).toEqual([{ key: "k0", value: 0 }])
+    expect((await c.next("OP_ACK")).payload.lastId).toBe("after-sub")
+    await c.sync()
+    expect(updatesOf(c, "ordered")).toEqual([["ENTER", "k1", 1]])
+    c.close()
   })
 
   it("sends the writer's own QUERY_UPDATEs but not its SERVER_EVENTs", async () => {
