@@ -13,15 +13,8 @@ export interface StoredLww {
   readonly storedAt: Timestamp
 }
 
-/** `timestamp.millis + ttlMs < nowMs`; records without `ttlMs` never expire. */
-export function isExpired(record: LWWRecord, nowMs: number): boolean {
-  return record.ttlMs !== undefined && record.timestamp.millis + record.ttlMs < nowMs
-}
-
-/** Not a tombstone and not expired. */
-export function isVisible(record: LWWRecord, nowMs: number): boolean {
-  return record.value !== null && !isExpired(record, nowMs)
-}
+// Visibility rules live with the slots that apply them; re-exported here for the map's users.
+export { isExpired, isVisible } from "./lww-merkle.js"
 
 /** `LWWMap.mergeReplacing`: the offered record lost the merge. */
 export const MERGE_LOST: unique symbol = Symbol("MERGE_LOST")

@@ -74,8 +74,15 @@ export class WrittenEntry {
 /** What a leaf holds per key: the bare record when `storedAt` is its own timestamp (loaded rows), else an entry. */
 export type LwwSlot = LWWRecord | WrittenEntry
 
-/** The slot's record (built for written entries). */
-export const slotRecord = (slot: LwwSlot): LWWRecord => (slot instanceof WrittenEntry ? slot.record() : slot)
+/** `timestamp.millis + ttlMs < nowMs`; records without `ttlMs` never expire. */
+export function isExpired(record: LWWRecord, nowMs: number): boolean {
+  return record.ttlMs !== undefined && record.timestamp.millis + record.ttlMs < nowMs
+}
+
+/** Not a tombstone and not expired. */
+export function isVisible(record: LWWRecord, nowMs: number): boolean {
+  return record.value !== null && !isExpired(record, nowMs)
+}
 
 /** The slot's storage time (built for written entries). */
 export const slotStoredAt = (slot: LwwSlot): Timestamp => (slot instanceof WrittenEntry ? slot.storedAt() : slot.timestamp)
@@ -89,16 +96,13 @@ export const slotVisibleValue = (slot: LwwSlot, nowMs: number): unknown => {
   if (slot instanceof WrittenEntry) {
     return slot.value === null || slot.millis + slot.ttlMs < nowMs ? undefined : slot.value // NaN TTL: never expired
   }
-  return slot.value === null || (slot.ttlMs !== undefined && slot.timestamp.millis + slot.ttlMs < nowMs) ? undefined : slot.value
+  return isVisible(slot, nowMs) ? slot.value : undefined
 }
 
 /** Whether the slot holds a tombstone / a live value with a TTL (the LWW map's index sets). */
 export const slotIsTombstone = (slot: LwwSlot): boolean => slot.value === null
 export const slotHasTtl = (slot: LwwSlot): boolean =>
   slot.value !== null && (slot instanceof WrittenEntry ? !Number.isNaN(slot.ttlMs) : slot.ttlMs !== undefined)
-
-const sameTime = (a: Timestamp, b: Timestamp): boolean =>
-  a === b || (a.millis === b.millis && a.counter === b.counter && a.nodeId === b.nodeId)
 
 /** A `StoredEntry` snapshot of a slot. */
 export const slotEntry = (slot: LwwSlot): StoredEntry =>
@@ -169,7 +173,7 @@ export class LwwMerkleTree {
       this.addAlongPath(h, leaf, (next - previous) >>> 0)
       return
     }
-    this.items.set(key, old === undefined && sameTime(record.timestamp, storedAt) ? record : new WrittenEntry(record, storedAt, next | 0, (this.nodeIds ??= new NodeIdInterner())))
+    this.items.set(key, old === undefined && compareTimestamps(record.timestamp, storedAt) === 0 ? record : new WrittenEntry(record, storedAt, next | 0, (this.nodeIds ??= new NodeIdInterner())))
     if (old === undefined) {
       leaf.keys.push(key)
       this.addAlongPath(h, leaf, next)

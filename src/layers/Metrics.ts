@@ -190,7 +190,6 @@ export const makeMetricsRegistry = () => {
   const replicationLag = new Gauge({ name: "topgun_replication_lag_ms", help: "Replication lag per backup node (ms)", labelNames: ["node"], registers })
 
   const opResultChild = childCache((result) => opResults.labels(result))
-  const ackLatencyChild = childCache((concern) => ackLatency.child(concern))
   const opsMapLabel = boundedMapLabel()
 
   return {
@@ -212,7 +211,7 @@ export const makeMetricsRegistry = () => {
     },
     /** One write result: e.g. `success`, `rejected`, `timeout`, `failed`. */
     opResult: (result: string): void => opResultChild(result).inc(),
-    ackLatency: (concern: string, seconds: number): void => ackLatencyChild(concern).observe(seconds),
+    ackLatency: (concern: string, seconds: number): void => ackLatency.child(concern).observe(seconds),
     ackTimeout: (): void => ackTimeouts.inc(),
     rateLimited: (count = 1): void => rateLimited.inc(count),
     /** One change fanned out to `subscribers` connections. */

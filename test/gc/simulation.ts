@@ -17,7 +17,7 @@ import { compareTimestamps } from "../../src/crdt/hlc.js"
 import type { Timestamp } from "../../src/crdt/types.js"
 import type { GcEvent } from "../../src/layers/Gc.js"
 import { makeSimulatedNetwork, type NetworkFaults, runSimulated, type SimClock, type SimulatedNetwork } from "../../src/layers/cluster/simulated.js"
-import { buildNode, type FakeConnection, fakeConnection, type Node, ts } from "./support.js"
+import { buildNode, type FakeConnection, type Node, ts } from "./support.js"
 
 export const MAP = "sim"
 

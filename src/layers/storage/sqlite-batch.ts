@@ -13,7 +13,6 @@
 import type { StorageMutation } from "../Storage.js"
 import { batchStatements, encodeValue, rowIdentity, type SqlStatement, sqliteDialect, T } from "./schema.js"
 
-type Of<K extends StorageMutation["_tag"]> = Extract<StorageMutation, { _tag: K }>
 type Cell = string | number | null
 
 /** Integer columns get integers (as `batchStatements` does): a NaN or fraction never reaches the store. */
