@@ -4,7 +4,9 @@
  */
 import { fnv1a } from "./hash.js"
 import { compareTimestamps } from "./hlc.js"
-import { compareToSlot, LwwMerkleTree, slotEntry, slotHasTtl, slotIsTombstone, slotStoredAt, slotVisibleValue } from "./lww-merkle.js"
+import { copyBytes } from "./byte-arena.js"
+import { LwwStore } from "./lww-store.js"
+import { wordBytes } from "./value-codec.js"
 import type { LWWRecord, Timestamp } from "./types.js"
 
 export interface StoredLww {
@@ -13,19 +15,65 @@ export interface StoredLww {
   readonly storedAt: Timestamp
 }
 
-// Visibility rules live with the slots that apply them; re-exported here for the map's users.
-export { isExpired, isVisible } from "./lww-merkle.js"
+/** `timestamp.millis + ttlMs < nowMs`; records without `ttlMs` never expire. */
+export function isExpired(record: LWWRecord, nowMs: number): boolean {
+  return record.ttlMs !== undefined && record.timestamp.millis + record.ttlMs < nowMs
+}
+
+/** Not a tombstone and not expired. */
+export function isVisible(record: LWWRecord, nowMs: number): boolean {
+  return record.value !== null && !isExpired(record, nowMs)
+}
 
 /** `LWWMap.mergeReplacing`: the offered record lost the merge. */
 export const MERGE_LOST: unique symbol = Symbol("MERGE_LOST")
 
+/** `mergeReplacing` flags: return the previous visible value decoded / keep its bytes in `lastWrite`. */
+export const PREVIOUS_DECODED = 1
+export const PREVIOUS_ENCODED = 2
+
+const EMPTY = Buffer.alloc(0)
+
+/**
+ * The encoded values of a map's latest `mergeReplacing(…, PREVIOUS_ENCODED)`, for consumers that keep
+ * values encoded (the journal): one object per map, overwritten by the next such write, so it is valid
+ * only while that write's change is being published. Words as in value-codec.ts (0 = no value).
+ */
+export class LastWrite {
+  key = ""
+  /** The stored value: `valueBuf[valueStart, valueStart + wordBytes(valueWord))`. */
+  valueBuf: Buffer = EMPTY
+  valueStart = 0
+  valueWord = 0
+  /** The previous visible value (0 when there was none): `previousBuf[0, wordBytes(previousWord))`. */
+  previousBuf: Buffer = EMPTY
+  previousWord = 0
+}
+
+/** Copies the value of `row` into `last.previousBuf` (before the write replaces it in place). */
+const saveBytes = (last: LastWrite, store: LwwStore, row: number): void => {
+  const word = store.valueWordAt(row)
+  const n = wordBytes(word)
+  if (last.previousBuf.length < n) last.previousBuf = Buffer.allocUnsafeSlow(Math.max(256, 2 * n))
+  const start = store.valueStartAt(row)
+  copyBytes(store.valueBufferAt(row), start, last.previousBuf, 0, n)
+  last.previousWord = word
+}
+
 export class LWWMap {
-  /** The keys and records live in the tree's leaves (see lww-merkle.ts): nothing per key is stored twice. */
-  readonly merkle = new LwwMerkleTree()
+  /** The records, with the map's Merkle tree (see lww-store.ts): keys and values are kept off the JS heap. */
+  readonly merkle = new LwwStore()
   /** Keys whose current record is a tombstone (GC candidates). */
   private readonly tombstoneSet = new Set<string>()
   /** Keys whose current record is live and carries a TTL (TTL-sweep candidates). */
   private readonly ttlKeys = new Set<string>()
+  /** Filled by writes with PREVIOUS_ENCODED (created with the first). */
+  private last: LastWrite | undefined
+
+  /** The encoded values of the latest write made with PREVIOUS_ENCODED. */
+  get lastWrite(): LastWrite {
+    return (this.last ??= new LastWrite())
+  }
 
   get size(): number {
     return this.merkle.size
@@ -40,22 +88,21 @@ export class LWWMap {
     return this.tombstoneSet.values()
   }
 
-  /**
-   * A snapshot of the key's record and storage time, built per call for written keys (their versions are
-   * kept flattened): compare timestamps, not object identities.
-   */
+  /** A snapshot of the key's record (value decoded) and storage time: compare timestamps, not identities. */
   get(key: string): StoredLww | undefined {
-    const slot = this.merkle.lookup(key)
-    return slot === undefined ? undefined : slotEntry(slot)
+    const row = this.merkle.find(key, fnv1a(key))
+    return row < 0 ? undefined : this.entryAt(row)
   }
 
-  /** Every key with its record, in insertion order. */
+  /** Every key with its record, in row order (insertion order until keys are removed). */
   *entries(): IterableIterator<[string, StoredLww]> {
-    for (const [key, slot] of this.merkle.slots()) yield [key, slotEntry(slot)]
+    const store = this.merkle
+    for (const row of store.rows()) yield [store.keyAt(row), this.entryAt(row)]
   }
 
-  keys(): IterableIterator<string> {
-    return this.merkle.keys()
+  *keys(): IterableIterator<string> {
+    const store = this.merkle
+    for (const row of store.rows()) yield store.keyAt(row)
   }
 
   /**
@@ -63,22 +110,41 @@ export class LWWMap {
    * local one, so re-applying an op is a no-op). Returns whether the map changed.
    */
   merge(key: string, record: LWWRecord, storedAt: Timestamp): boolean {
-    return this.mergeReplacing(key, record, storedAt, 0) !== MERGE_LOST
+    return this.mergeReplacing(key, record, storedAt, 0, 0) !== MERGE_LOST
   }
 
   /**
-   * `merge` that also tells what it replaced, in one lookup: the previous version's visible value at
-   * `nowMs` (undefined when the key was new, a tombstone or expired), or `MERGE_LOST` when `record` lost
-   * and the map is unchanged.
+   * `merge` that also tells what it replaced, in one lookup: `MERGE_LOST` when `record` lost and the map is
+   * unchanged; else, with PREVIOUS_DECODED in `previous`, the previous version's visible value at `nowMs`
+   * (undefined when the key was new, a tombstone or expired), decoded, and undefined without it (values
+   * are stored encoded: decoding one nobody reads is wasted work on the write path). With
+   * PREVIOUS_ENCODED, `lastWrite` gets the previous visible value's bytes and the new value's place.
    */
-  mergeReplacing(key: string, record: LWWRecord, storedAt: Timestamp, nowMs: number): unknown {
+  mergeReplacing(key: string, record: LWWRecord, storedAt: Timestamp, nowMs: number, previous = PREVIOUS_DECODED): unknown {
+    const store = this.merkle
     const h = fnv1a(key)
-    const local = this.merkle.lookup(key)
-    if (local !== undefined && compareToSlot(record.timestamp, local) <= 0) return MERGE_LOST
-    const previous = local === undefined ? undefined : slotVisibleValue(local, nowMs)
-    const wasTombstone = local !== undefined && slotIsTombstone(local)
-    const hadTtl = local !== undefined && slotHasTtl(local)
-    this.merkle.put(key, h, record, storedAt, local)
+    const row = store.find(key, h)
+    let before: unknown
+    let wasTombstone = false
+    let hadTtl = false
+    const last = previous & PREVIOUS_ENCODED ? this.lastWrite : undefined
+    if (last !== undefined) last.previousWord = 0
+    if (row >= 0) {
+      if (store.compareTo(record.timestamp, row) <= 0) return MERGE_LOST
+      if (previous !== 0 && store.isVisibleAt(row, nowMs)) {
+        if (previous & PREVIOUS_DECODED) before = store.valueAt(row)
+        if (last !== undefined) saveBytes(last, store, row)
+      }
+      wasTombstone = store.isTombstone(row)
+      hadTtl = !wasTombstone && store.ttlAt(row) !== undefined
+    }
+    const written = store.put(key, h, record, storedAt, row)
+    if (last !== undefined) {
+      last.key = key
+      last.valueBuf = store.valueBufferAt(written)
+      last.valueStart = store.valueStartAt(written)
+      last.valueWord = store.valueWordAt(written)
+    }
     // The index sets change only on transitions (most writes replace a live value with a live value).
     const tombstone = record.value === null
     if (tombstone !== wasTombstone) {
@@ -90,21 +156,26 @@ export class LWWMap {
       if (ttl) this.ttlKeys.add(key)
       else this.ttlKeys.delete(key)
     }
-    return previous
+    return before
   }
 
-  /** The visible value of `key` at `nowMs` (undefined: absent, tombstone or expired); builds nothing. */
+  /** The visible value of `key` at `nowMs` (undefined: absent, tombstone or expired), decoded. */
   visibleValue(key: string, nowMs: number): unknown {
-    const slot = this.merkle.lookup(key)
-    return slot === undefined ? undefined : slotVisibleValue(slot, nowMs)
+    const store = this.merkle
+    const row = store.find(key, fnv1a(key))
+    return row >= 0 && store.isVisibleAt(row, nowMs) ? store.valueAt(row) : undefined
+  }
+
+  /** Whether `key` has a visible value at `nowMs` (decodes nothing). */
+  hasVisible(key: string, nowMs: number): boolean {
+    const row = this.merkle.find(key, fnv1a(key))
+    return row >= 0 && this.merkle.isVisibleAt(row, nowMs)
   }
 
   /** Every key with a visible value at `nowMs`, with that value. */
   *visibleEntries(nowMs: number): Generator<[string, unknown], void, undefined> {
-    for (const [key, slot] of this.merkle.slots()) {
-      const value = slotVisibleValue(slot, nowMs)
-      if (value !== undefined) yield [key, value]
-    }
+    const store = this.merkle
+    for (const row of store.rows()) if (store.isVisibleAt(row, nowMs)) yield [store.keyAt(row), store.valueAt(row)]
   }
 
   /** Bulk load from storage at startup (same rule as `merge`, so duplicate rows resolve deterministically). */
@@ -112,9 +183,31 @@ export class LWWMap {
     this.merge(key, record, storedAt)
   }
 
+  /**
+   * Bulk load of a row as the SQL stores hand it over: fields flat, the value still JSON text (null: a
+   * tombstone), kept as text until read. Same rule as `merge`.
+   */
+  loadJson(
+    key: string, json: string | null, millis: number, counter: number, nodeId: string, ttlMs: number | undefined,
+    storedMillis: number, storedCounter: number, storedNodeId: string
+  ): void {
+    const store = this.merkle
+    const h = fnv1a(key)
+    const row = store.find(key, h)
+    // Keys are unique within one stored map, so a loaded key is normally new.
+    if (row >= 0) {
+      if (store.compareTo({ millis, counter, nodeId }, row) <= 0) return
+      if (store.isTombstone(row)) this.tombstoneSet.delete(key)
+      this.ttlKeys.delete(key)
+    }
+    store.putJson(key, h, row, json, millis, counter, nodeId, ttlMs, storedMillis, storedCounter, storedNodeId)
+    if (json === null) this.tombstoneSet.add(key)
+    else if (ttlMs !== undefined) this.ttlKeys.add(key)
+  }
+
   /** Removes a key entirely (GC prune); returns whether it existed. */
   delete(key: string): boolean {
-    if (this.merkle.remove(key, fnv1a(key)) === undefined) return false
+    if (!this.merkle.remove(key, fnv1a(key))) return false
     this.tombstoneSet.delete(key)
     this.ttlKeys.delete(key)
     return true
@@ -122,9 +215,10 @@ export class LWWMap {
 
   /** Removes tombstones whose `storedAt < olderThan` (server storage time, not record time); returns their keys. */
   pruneTombstones(olderThan: Timestamp): string[] {
+    const store = this.merkle
     const pruned: string[] = []
     for (const key of this.tombstoneSet) {
-      if (compareTimestamps(slotStoredAt(this.merkle.lookup(key)!), olderThan) < 0) pruned.push(key)
+      if (store.compareStoredAt(store.find(key, fnv1a(key)), olderThan) < 0) pruned.push(key)
     }
     for (const key of pruned) this.delete(key)
     return pruned
@@ -132,11 +226,16 @@ export class LWWMap {
 
   /** Live records with a TTL that are expired at `nowMs` (the TTL sweep converts them to tombstones). */
   expiredEntries(nowMs: number): Array<[string, StoredLww]> {
+    const store = this.merkle
     const out: Array<[string, StoredLww]> = []
     for (const key of this.ttlKeys) {
-      const slot = this.merkle.lookup(key)!
-      if (slotVisibleValue(slot, nowMs) === undefined) out.push([key, slotEntry(slot)])
+      const row = store.find(key, fnv1a(key))
+      if (!store.isVisibleAt(row, nowMs)) out.push([key, this.entryAt(row)])
     }
     return out
+  }
+
+  private entryAt(row: number): StoredLww {
+    return { record: this.merkle.recordAt(row), storedAt: this.merkle.storedAtAt(row) }
   }
 }

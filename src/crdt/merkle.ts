@@ -129,9 +129,14 @@ export function lwwItemHash(key: string, ts: Timestamp): number {
  * path), hashed piecewise without building the string: the LWW map recomputes item hashes on every replace.
  */
 export function lwwItemHashAfterKey(keyHash: number, ts: Timestamp): number {
-  let h = fnv1aNumber(fnv1aCodeUnit(keyHash, COLON), ts.millis)
-  h = fnv1aNumber(fnv1aCodeUnit(h, COLON), ts.counter)
-  return fnv1aUpdate(fnv1aCodeUnit(h, COLON), ts.nodeId)
+  return lwwItemHashOf(keyHash, ts.millis, ts.counter, ts.nodeId)
+}
+
+/** `lwwItemHashAfterKey` with the timestamp's fields passed flat. */
+export function lwwItemHashOf(keyHash: number, millis: number, counter: number, nodeId: string): number {
+  let h = fnv1aNumber(fnv1aCodeUnit(keyHash, COLON), millis)
+  h = fnv1aNumber(fnv1aCodeUnit(h, COLON), counter)
+  return fnv1aUpdate(fnv1aCodeUnit(h, COLON), nodeId)
 }
 
 const COLON = 58

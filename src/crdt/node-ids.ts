@@ -13,3 +13,47 @@ export class NodeIdInterner {
     return id
   }
 }
+
+/**
+ * Node ids by small integer, with reference counts: the LWW store keeps one `Uint32Array` column per id
+ * instead of a string pointer per record, and an id nobody references any more is dropped (clients
+ * come and go; their ids must not accumulate).
+ */
+export class NodeIdTable {
+  private readonly ids: Array<string | undefined> = []
+  private readonly refs: number[] = []
+  private readonly byId = new Map<string, number>()
+  private readonly freed: number[] = []
+
+  /** The index of `id`, with one more reference. */
+  acquire(id: string): number {
+    let i = this.byId.get(id)
+    if (i === undefined) {
+      i = this.freed.pop() ?? this.ids.length
+      this.ids[i] = id
+      this.refs[i] = 0
+      this.byId.set(id, i)
+    }
+    this.refs[i]!++
+    return i
+  }
+
+  /** Drops one reference to index `i`. */
+  release(i: number): void {
+    if (--this.refs[i]! === 0) {
+      this.byId.delete(this.ids[i]!)
+      this.ids[i] = undefined
+      this.freed.push(i)
+    }
+  }
+
+  /** The id at index `i` (which must be referenced). */
+  at(i: number): string {
+    return this.ids[i]!
+  }
+
+  /** Ids currently referenced. */
+  get size(): number {
+    return this.byId.size
+  }
+}

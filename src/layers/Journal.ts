@@ -1,5 +1,8 @@
 import { Effect, Option } from "effect"
+import { blobFootprint, ByteArena, copyBytes, readString, stringWord, stringWordBytes, writeString } from "../crdt/byte-arena.js"
+import { NodeIdInterner } from "../crdt/node-ids.js"
 import type { Timestamp } from "../crdt/types.js"
+import { decodeValueWord, wordBytes } from "../crdt/value-codec.js"
 import { type Change, ChangeStage, Changes } from "./Changes.js"
 import { type Connection, Connections } from "./Connections.js"
 import { Security } from "./Security.js"
@@ -42,14 +45,31 @@ const firstOf = (v: unknown): unknown => (Array.isArray(v) ? v[0] : v)
  * Fixed-capacity ring of journal events with consecutive sequences (`firstSeq` is the sequence at index
  * 0), stored column-wise: a write costs a few array stores and no object, so nothing per event has to be
  * promoted out of the young generation (at 100k writes/s a 10k ring turns over every 0.1 s, so per-event
- * objects would all survive a scavenge and die in the old generation). Entries are built when read.
+ * objects would all survive a scavenge and die in the old generation). LWW values are kept as the bytes
+ * the map stores them in (copied into the ring's own arena), so the ring holds no value objects either;
+ * entries, with their values, are built when read.
  */
 class Ring {
   private readonly types: Uint8Array
   private readonly mapNames: Array<string | undefined>
-  private readonly keys: Array<string | undefined>
+  /** Keys as bytes in `arena` (string words, byte-arena.ts): the ring keeps no key string alive. */
+  private readonly keyWords: Uint32Array
+  private readonly keyChunks: Uint16Array
+  private readonly keyOffsets: Uint32Array
+  /** Writers' node ids repeat: one string per id. */
+  private readonly ids = new NodeIdInterner()
+  /** Values as objects (OR maps, or when the map gave no encoded copy). */
   private readonly values: Array<unknown>
   private readonly previousValues: Array<unknown>
+  /** Values as bytes in `arena`: value words (value-codec.ts; 0 = none), chunk and offset. */
+  private readonly valueWords: Uint32Array
+  private readonly valueChunks: Uint16Array
+  private readonly valueOffsets: Uint32Array
+  private readonly previousWords: Uint32Array
+  private readonly previousChunks: Uint16Array
+  private readonly previousOffsets: Uint32Array
+  /** Events leave in order, so chunks empty in order: no evacuation needed. */
+  private readonly arena = new ByteArena()
   // Timestamps flattened too: the ring must not keep the client's timestamp objects alive.
   private readonly millis: Float64Array
   private readonly counters: Float64Array
@@ -60,9 +80,17 @@ class Ring {
   constructor(readonly capacity: number) {
     this.types = new Uint8Array(capacity)
     this.mapNames = new Array(capacity)
-    this.keys = new Array(capacity)
+    this.keyWords = new Uint32Array(capacity)
+    this.keyChunks = new Uint16Array(capacity)
+    this.keyOffsets = new Uint32Array(capacity)
     this.values = new Array(capacity)
     this.previousValues = new Array(capacity)
+    this.valueWords = new Uint32Array(capacity)
+    this.valueChunks = new Uint16Array(capacity)
+    this.valueOffsets = new Uint32Array(capacity)
+    this.previousWords = new Uint32Array(capacity)
+    this.previousChunks = new Uint16Array(capacity)
+    this.previousOffsets = new Uint32Array(capacity)
     this.millis = new Float64Array(capacity)
     this.counters = new Float64Array(capacity)
     this.nodeIds = new Array(capacity)
@@ -77,30 +105,75 @@ class Ring {
       slot = this.start
       this.start = (this.start + 1) % this.capacity
       this.firstSeq++
+      this.release(slot)
     }
     const removal = change.eventType === "REMOVE" || change.eventType === "OR_REMOVE"
-    this.types[slot] = removal ? DELETE : change.before === undefined ? PUT : UPDATE
     this.mapNames[slot] = change.mapName
-    this.keys[slot] = change.key
-    this.values[slot] = change.eventType === "OR_ADD" ? change.orRecord!.value : removal ? undefined : change.after
-    this.previousValues[slot] = firstOf(change.before)
+    const keyWord = stringWord(change.key)
+    this.keyChunks[slot] = this.arena.alloc(blobFootprint(stringWordBytes(keyWord)))
+    this.keyOffsets[slot] = this.arena.offset
+    this.keyWords[slot] = keyWord
+    writeString(this.arena.chunks[this.keyChunks[slot]!]!, this.arena.offset, change.key, keyWord)
+    const encoded = change.encoded
+    if (encoded !== undefined && encoded.key === change.key) {
+      this.types[slot] = removal ? DELETE : encoded.previousWord === 0 ? PUT : UPDATE
+      this.values[slot] = undefined
+      this.previousValues[slot] = undefined
+      if (!removal && change.after !== undefined) {
+        this.valueWords[slot] = this.copy(encoded.valueBuf, encoded.valueStart, encoded.valueWord)
+        this.valueChunks[slot] = this.copiedChunk
+        this.valueOffsets[slot] = this.arena.offset
+      }
+      if (encoded.previousWord !== 0) {
+        this.previousWords[slot] = this.copy(encoded.previousBuf, 0, encoded.previousWord)
+        this.previousChunks[slot] = this.copiedChunk
+        this.previousOffsets[slot] = this.arena.offset
+      }
+    } else {
+      this.types[slot] = removal ? DELETE : change.before === undefined ? PUT : UPDATE
+      this.values[slot] = change.eventType === "OR_ADD" ? change.orRecord!.value : removal ? undefined : change.after
+      this.previousValues[slot] = firstOf(change.before)
+    }
     // An OR removal carries no record timestamp: the time the server stored it stands in.
     const timestamp = change.record?.timestamp ?? change.orRecord?.timestamp ?? change.storedAt
     this.millis[slot] = timestamp.millis
     this.counters[slot] = timestamp.counter
-    this.nodeIds[slot] = timestamp.nodeId
+    this.nodeIds[slot] = this.ids.intern(timestamp.nodeId)
   }
   at(i: number): JournalEntry {
     const slot = (this.start + i) % this.capacity
+    const valueWord = this.valueWords[slot]!
+    const previousWord = this.previousWords[slot]!
     return {
       seq: this.firstSeq + i,
       type: JOURNAL_TYPES[this.types[slot]!]!,
       mapName: this.mapNames[slot]!,
-      key: this.keys[slot]!,
-      value: this.values[slot],
-      previousValue: this.previousValues[slot],
+      key: readString(this.arena.chunks[this.keyChunks[slot]!]!, this.keyOffsets[slot]!, this.keyWords[slot]!),
+      value: valueWord === 0 ? this.values[slot] : decodeValueWord(this.arena.chunks[this.valueChunks[slot]!]!, this.valueOffsets[slot]!, valueWord),
+      previousValue: previousWord === 0
+        ? this.previousValues[slot]
+        : decodeValueWord(this.arena.chunks[this.previousChunks[slot]!]!, this.previousOffsets[slot]!, previousWord),
       timestamp: { millis: this.millis[slot]!, counter: this.counters[slot]!, nodeId: this.nodeIds[slot]! }
     }
+  }
+  /** Chunk of the last `copy` (its offset is `arena.offset`). */
+  private copiedChunk = 0
+  /** Copies the value `word` describes from `buf[start]` into the arena; returns the word. */
+  private copy(buf: Buffer, start: number, word: number): number {
+    const n = wordBytes(word)
+    this.copiedChunk = this.arena.alloc(blobFootprint(n))
+    copyBytes(buf, start, this.arena.chunks[this.copiedChunk]!, this.arena.offset, n)
+    return word
+  }
+  /** Frees the bytes of the event in `slot` (about to be overwritten). */
+  private release(slot: number): void {
+    const v = this.valueWords[slot]!
+    const p = this.previousWords[slot]!
+    this.valueWords[slot] = 0
+    this.previousWords[slot] = 0
+    this.arena.free(this.keyChunks[slot]!, blobFootprint(stringWordBytes(this.keyWords[slot]!)))
+    if (v !== 0) this.arena.free(this.valueChunks[slot]!, blobFootprint(wordBytes(v)))
+    if (p !== 0) this.arena.free(this.previousChunks[slot]!, blobFootprint(wordBytes(p)))
   }
   /** Index of the first entry with seq >= `seq`. */
   lowerBound(seq: number): number {
@@ -173,7 +246,10 @@ export class Journal extends Effect.Service<Journal>()("tessera/Journal", {
         }
       }
     }
-    if (enabled) changes.subscribe(ChangeStage.Journal, "journal", onChange)
+    if (enabled) {
+      changes.subscribe(ChangeStage.Journal, "journal", onChange)
+      changes.needBefore(undefined, "encoded") // PUT vs UPDATE and previousValue, kept as bytes
+    }
 
     const disabled = (c: Connection) =>
       Effect.sync(() => c.send({ type: "ERROR", payload: { code: 503, message: "Event journal not enabled" } }))

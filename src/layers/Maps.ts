@@ -1,5 +1,5 @@
 import { Data, Deferred, Effect, Option, Stream } from "effect"
-import { isExpired, isVisible, LWWMap, MERGE_LOST } from "../crdt/lww-map.js"
+import { isExpired, isVisible, type LastWrite, LWWMap, MERGE_LOST, PREVIOUS_ENCODED } from "../crdt/lww-map.js"
 import { ORMap } from "../crdt/or-map.js"
 import type { LWWRecord, MapType, ORMapRecord, Timestamp } from "../crdt/types.js"
 import { type Change, type ChangeOrigin, Changes } from "./Changes.js"
@@ -91,6 +91,23 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
           if (latest !== undefined) hlc.update(latest)
           return
         }
+        case "LwwRows": {
+          let latestMillis = Number.NEGATIVE_INFINITY
+          let latestCounter = 0
+          let latestNode = ""
+          for (const r of chunk.rows) {
+            state.lww.loadJson(r[0], r[1], r[2], r[3], r[4], r[5] ?? undefined, r[6], r[7], r[8])
+            const millis = r[2]
+            const counter = r[3]
+            if (Number.isFinite(millis) && Number.isFinite(counter) && (millis > latestMillis || (millis === latestMillis && counter > latestCounter))) {
+              latestMillis = millis
+              latestCounter = counter
+              latestNode = r[4]
+            }
+          }
+          if (latestMillis !== Number.NEGATIVE_INFINITY) hlc.update({ millis: latestMillis, counter: latestCounter, nodeId: latestNode })
+          return
+        }
       }
     }
 
@@ -154,7 +171,8 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       before: unknown,
       after: unknown,
       storedAt: Timestamp,
-      ctx: WriteContext
+      ctx: WriteContext,
+      encoded: LastWrite | undefined = undefined
     ): Change => {
       // Every field in one fixed order: one object shape for all changes (the feed's consumers stay monomorphic).
       const change: Change = {
@@ -167,6 +185,7 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
         orTag,
         before,
         after,
+        encoded,
         storedAt,
         origin: ctx.origin,
         echoToWriter: ctx.echoToWriter ?? false,
@@ -181,11 +200,13 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
     const applyLww = (state: MapState, key: string, record: LWWRecord, ctx: WriteContext, now: number = wall()): Change | undefined => {
       fixType(state, "LWW", ctx.origin)
       const storedAt = hlc.now(now)
-      const before = state.lww.mergeReplacing(key, record, storedAt, now)
+      const mode = changes.beforeMode(state.name)
+      const before = state.lww.mergeReplacing(key, record, storedAt, now, mode)
       if (before === MERGE_LOST) return undefined
       const after = isVisible(record, now) ? record.value : undefined
       if (durable && ctx.origin !== "remote") staged.push({ _tag: "LwwPut", mapName: state.name, key, record, storedAt })
-      return publish(state, key, record.value === null ? "REMOVE" : "PUT", record, undefined, undefined, before, after, storedAt, ctx)
+      return publish(state, key, record.value === null ? "REMOVE" : "PUT", record, undefined, undefined, before, after, storedAt, ctx,
+        mode & PREVIOUS_ENCODED ? state.lww.lastWrite : undefined)
     }
 
     const applyOrAdd = (state: MapState, key: string, record: ORMapRecord, ctx: WriteContext): Change | undefined => {

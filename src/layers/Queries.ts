@@ -48,6 +48,8 @@ export class Queries extends Effect.Service<Queries>()("tessera/Queries", {
     const wall = (yield* Hlc).wallMillis
 
     const byMap = new Map<string, SubscriptionIndex<Subscription>>()
+    /** Per map with live queries: the `needBefore` declaration to release when its last query goes. */
+    const releaseBefore = new Map<string, () => void>()
     const byConnection = new Map<string, Map<string, Subscription>>()
 
     const subKey = (connectionId: string, queryId: string) => `${connectionId}\u0000${queryId}`
@@ -55,7 +57,11 @@ export class Queries extends Effect.Service<Queries>()("tessera/Queries", {
     const remove = (sub: Subscription): void => {
       const index = byMap.get(sub.mapName)
       index?.remove(sub.id)
-      if (index !== undefined && index.size === 0) byMap.delete(sub.mapName)
+      if (index !== undefined && index.size === 0) {
+        byMap.delete(sub.mapName)
+        releaseBefore.get(sub.mapName)?.()
+        releaseBefore.delete(sub.mapName)
+      }
       byConnection.get(sub.connection.id)?.delete(sub.queryId)
       connections.removeMapSubscriber(sub.mapName, sub.connection.id)
     }
@@ -110,7 +116,10 @@ export class Queries extends Effect.Service<Queries>()("tessera/Queries", {
           fields
         }
         let index = byMap.get(mapName)
-        if (index === undefined) byMap.set(mapName, index = new SubscriptionIndex())
+        if (index === undefined) {
+          byMap.set(mapName, index = new SubscriptionIndex())
+          releaseBefore.set(mapName, changes.needBefore(mapName, "decoded")) // candidates(before, after)
+        }
         index.add(sub.id, q, sub)
         let own = byConnection.get(c.id)
         if (own === undefined) byConnection.set(c.id, own = new Map())

@@ -53,6 +53,23 @@ export interface LoadedMap {
 }
 
 /**
+ * An LWW row as the SQL stores hand it to a loading map: flat, with the value still JSON text (null: a
+ * tombstone). The map keeps values encoded, so a load never builds the value objects.
+ * `[key, valueJson, millis, counter, nodeId, ttlMs | null, storedMillis, storedCounter, storedNodeId]`.
+ */
+export type LwwRow = readonly [
+  key: string,
+  valueJson: string | null,
+  millis: number,
+  counter: number,
+  nodeId: string,
+  ttlMs: number | null,
+  storedMillis: number,
+  storedCounter: number,
+  storedNodeId: string
+]
+
+/**
  * One chunk of a streamed map load. Chunks come in this order: all tombstones, then all OR records, then
  * all LWW rows (tombstones first, so a loader can drop records whose tag is already dead).
  */
@@ -60,6 +77,7 @@ export type LoadedChunk =
   | { readonly _tag: "OrTombstones"; readonly rows: ReadonlyArray<LoadedOrTombstone> }
   | { readonly _tag: "OrRecords"; readonly rows: ReadonlyArray<LoadedOrRecord> }
   | { readonly _tag: "Lww"; readonly rows: ReadonlyArray<LoadedLww> }
+  | { readonly _tag: "LwwRows"; readonly rows: ReadonlyArray<LwwRow> }
 
 export interface StorageService {
   readonly kind: "memory" | "sqlite" | "postgres"

@@ -110,6 +110,31 @@ describe("event journal over real WebSockets", () => {
     r.close()
   })
 
+  it("keeps keys, values and previous values exact through ring turnover (kept as bytes, not objects)", async () => {
+    const w = await TestClient.authed(server.url)
+    const keys = ["plain", "ünï", "日本語", "emoji-😀", "long-".repeat(30)]
+    const valueOf = (round: number, i: number) =>
+      round % 3 === 0 ? { round, i, pad: "x".repeat((round * 37 + i * 11) % 300), nested: [i, { ok: round % 2 === 0 }] } : round * 100 + i
+    for (let round = 0; round < 30; round++) {
+      for (let i = 0; i < keys.length; i++) await put(w, "bytes", keys[i]!, valueOf(round, i)) // 150 events, capacity 50
+    }
+    const r = await TestClient.authed(server.url)
+    r.send({ type: "JOURNAL_READ", requestId: "exact", fromSequence: "1", limit: 100, mapName: "bytes" })
+    const got = (await r.next("JOURNAL_READ_RESPONSE", (m) => m.requestId === "exact")).events
+    expect(got).toHaveLength(50)
+    got.forEach((e: any, j: number) => {
+      const n = 100 + j // the last 50 of 150 writes, in order
+      const round = Math.floor(n / keys.length)
+      const i = n % keys.length
+      expect(e.key).toBe(keys[i])
+      expect(e.type).toBe("UPDATE")
+      expect(e.value).toEqual(valueOf(round, i))
+      expect(e.previousValue).toEqual(valueOf(round - 1, i))
+    })
+    w.close()
+    r.close()
+  })
+
   it("answers 503 when the journal is disabled", async () => {
     const off = await startServer({ journalEnabled: false })
     try {

@@ -7,6 +7,7 @@ import { Chunk, Context, Effect, Layer, Stream } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { loadedLwwOf } from "../../src/layers/storage/load.js"
 import { pathToFileURL } from "node:url"
 import { afterAll } from "vitest"
 import { Storage, type StorageMutation } from "../../src/layers/Storage.js"
@@ -90,7 +91,7 @@ describe("sqlite worker", () => {
       yield* storage.write(keys.map((k) => put(k, k)))
       yield* storage.write([put("k0100", "newer", { ...at, millis: 2 })])
       const chunks = yield* Stream.runCollect(storage.streamMap("m", 97))
-      const rows = Chunk.toArray(chunks).flatMap((c) => (c._tag === "Lww" ? c.rows : []))
+      const rows = Chunk.toArray(chunks).flatMap((c) => loadedLwwOf(c))
       expect(Chunk.size(chunks)).toBeGreaterThan(10)
       expect(rows.map((r) => r.key).sort()).toEqual(keys)
       expect(rows.find((r) => r.key === "k0100")?.record.value).toBe("newer")

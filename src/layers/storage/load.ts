@@ -1,7 +1,9 @@
 /** Chunked map loading shared by the SQL layers: keyset pages → `LoadedChunk` stream → `LoadedMap`. */
 import { Effect, Option, Stream } from "effect"
 import type { MapType } from "../../crdt/types.js"
-import type { LoadedChunk, LoadedLww, LoadedMap, LoadedOrRecord, LoadedOrTombstone } from "../Storage.js"
+import { NodeIdInterner } from "../../crdt/node-ids.js"
+import type { LoadedChunk, LoadedLww, LoadedMap, LoadedOrRecord, LoadedOrTombstone, LwwRow } from "../Storage.js"
+import { loadedOfLwwRow } from "./schema.js"
 import type { StorageError } from "./errors.js"
 
 type Cursor = ReadonlyArray<unknown>
@@ -51,12 +53,16 @@ export const pages = <A>(
 export const mapChunks = (
   tombstones: Stream.Stream<ReadonlyArray<LoadedOrTombstone>, StorageError>,
   orRecords: Stream.Stream<ReadonlyArray<LoadedOrRecord>, StorageError>,
-  lww: Stream.Stream<ReadonlyArray<LoadedLww>, StorageError>
+  lww: Stream.Stream<ReadonlyArray<LwwRow>, StorageError>
 ): Stream.Stream<LoadedChunk, StorageError> =>
   Stream.map(tombstones, (rows): LoadedChunk => ({ _tag: "OrTombstones", rows })).pipe(
     Stream.concat(Stream.map(orRecords, (rows): LoadedChunk => ({ _tag: "OrRecords", rows }))),
-    Stream.concat(Stream.map(lww, (rows): LoadedChunk => ({ _tag: "Lww", rows })))
+    Stream.concat(Stream.map(lww, (rows): LoadedChunk => ({ _tag: "LwwRows", rows })))
   )
+
+/** The LWW rows of a chunk as records (values parsed); `[]` for OR chunks. */
+export const loadedLwwOf = (chunk: LoadedChunk, ids: NodeIdInterner = new NodeIdInterner()): ReadonlyArray<LoadedLww> =>
+  chunk._tag === "Lww" ? chunk.rows : chunk._tag === "LwwRows" ? chunk.rows.map((r) => loadedOfLwwRow(ids, r)) : []
 
 /** Gathers a streamed map into one `LoadedMap` (tests, small maps). */
 export const collectMap = (
@@ -68,10 +74,12 @@ export const collectMap = (
     const lww: Array<LoadedLww> = []
     const orRecords: Array<LoadedOrRecord> = []
     const orTombstones: Array<LoadedOrTombstone> = []
+    const ids = new NodeIdInterner()
     yield* Stream.runForEach(chunks, (chunk) =>
       Effect.sync(() => {
-        const target: Array<unknown> = chunk._tag === "Lww" ? lww : chunk._tag === "OrRecords" ? orRecords : orTombstones
-        for (const row of chunk.rows) target.push(row)
+        if (chunk._tag === "Lww" || chunk._tag === "LwwRows") for (const row of loadedLwwOf(chunk, ids)) lww.push(row)
+        else if (chunk._tag === "OrRecords") for (const row of chunk.rows) orRecords.push(row)
+        else for (const row of chunk.rows) orTombstones.push(row)
       }))
     return { mapType: Option.getOrUndefined(type), lww, orRecords, orTombstones }
   })

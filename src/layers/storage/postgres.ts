@@ -14,7 +14,7 @@ import type { MapType } from "../../crdt/types.js"
 import type { LoadedChunk, Storage, StorageService } from "../Storage.js"
 import { describeCause, StorageError } from "./errors.js"
 import { migrationsTableSql, runMigrations } from "./migrations.js"
-import { batchStatements, decodeLww, decodeOrRecord, decodeOrTombstone, isMapType, NodeIdInterner, postgresDialect, T } from "./schema.js"
+import { batchStatements, decodeOrRecord, decodeOrTombstone, isMapType, NodeIdInterner, postgresDialect, T, toLwwRow } from "./schema.js"
 import { collectMap, mapChunks, type Page, pages } from "./load.js"
 import { appendChangeRows, changeRowsFor, emptyChangedRows, recordReturned } from "../cluster/change-rows.js"
 
@@ -81,7 +81,8 @@ export const makePostgresStorage = (opts: PostgresStorageOptions) =>
     const pageQuery = (table: string, cols: string, order: string, keyset: string | undefined, limitParam: number) =>
       `SELECT ${cols} FROM ${table} WHERE map_name = $1 ${keyset === undefined ? "" : `AND ${keyset}`} ORDER BY ${order} LIMIT $${limitParam}`
 
-    const LWW_COLS = "key, value, ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id"
+    // `value::json::text`: validated, verbatim (`LwwRow` column order; the loading map keeps the text).
+    const LWW_COLS = "key, value::json::text, ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id"
     const OR_COLS = "key, tag, value, ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id"
     const TOMB_COLS = "tag, stored_millis, stored_counter, stored_node_id"
     const lwwFirst = pageQuery(T.lww, LWW_COLS, "key", undefined, 2)
@@ -121,8 +122,7 @@ export const makePostgresStorage = (opts: PostgresStorageOptions) =>
         pages(chunkSize, fetchPage(name, tombFirst, tombNext, 1, -1, (r) => decodeOrTombstone(ids, r[0], r[1], r[2], r[3]))),
         pages(chunkSize, fetchPage(name, orFirst, orNext, 2, 2, (r) =>
           decodeOrRecord(ids, r[0], r[1], parseValue(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9]))),
-        pages(chunkSize, fetchPage(name, lwwFirst, lwwNext, 1, 1, (r) =>
-          decodeLww(ids, r[0], parseValue(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8])))
+        pages(chunkSize, fetchPage(name, lwwFirst, lwwNext, 1, 1, (r) => toLwwRow(r as Array<unknown>)))
       )
     }
 

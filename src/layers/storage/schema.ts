@@ -13,7 +13,7 @@
  * - Map type: the first one wins. Meta: the last write wins.
  */
 import type { LWWRecord, MapType, ORMapRecord, Timestamp } from "../../crdt/types.js"
-import type { LoadedLww, LoadedOrRecord, LoadedOrTombstone, StorageMutation } from "../Storage.js"
+import type { LoadedLww, LoadedOrRecord, LoadedOrTombstone, LwwRow, StorageMutation } from "../Storage.js"
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/
 
@@ -102,6 +102,27 @@ const decodeStamps = (
   const ttl = ttlMs === null || ttlMs === undefined ? {} : { ttlMs: toNumber(ttlMs) }
   return { ts, storedAt, ttl }
 }
+
+/**
+ * Checks a stored LWW row `[key, valueJson, millis, counter, nodeId, ttlMs, storedMillis, storedCounter,
+ * storedNodeId]` and makes its numbers numbers, in place (PostgreSQL's BIGINT may arrive as strings).
+ * Throws on a malformed row (the caller reports the map as corrupt).
+ */
+export const toLwwRow = (r: Array<unknown>): LwwRow => {
+  if (typeof r[0] !== "string" || (r[1] !== null && typeof r[1] !== "string") || typeof r[4] !== "string" || typeof r[8] !== "string") {
+    throw new Error(`Malformed LWW row for key ${JSON.stringify(r[0])}`)
+  }
+  if (typeof r[2] !== "number") r[2] = toNumber(r[2])
+  if (typeof r[3] !== "number") r[3] = toNumber(r[3])
+  r[5] = r[5] === null || r[5] === undefined ? null : toNumber(r[5])
+  if (typeof r[6] !== "number") r[6] = toNumber(r[6])
+  if (typeof r[7] !== "number") r[7] = toNumber(r[7])
+  return r as unknown as LwwRow
+}
+
+/** A flat row as a `LoadedLww` (value parsed): for callers that want records, not the loading map. */
+export const loadedOfLwwRow = (ids: NodeIdInterner, r: LwwRow): LoadedLww =>
+  decodeLww(ids, r[0], r[1] === null ? null : JSON.parse(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8])
 
 /** Builds a loaded LWW row from column values (ints may arrive as strings from PostgreSQL's BIGINT). */
 export const decodeLww = (

@@ -28,7 +28,7 @@ import { collectMap, mapChunks, type Page, pages } from "./load.js"
 import { migrationsTableSql, runMigrations } from "./migrations.js"
 import { SqliteWorkerClient } from "./sqlite-writer.js"
 import {
-  decodeLww,
+  toLwwRow,
   decodeOrRecord,
   decodeOrTombstone,
   isMapType,
@@ -104,7 +104,9 @@ export const makeSqliteStorage = (opts: { readonly dataDir: string }) =>
         : `SELECT json_group_array(json_array(${cols})), max(${order}) ${from}`
     }
 
-    const LWW_COLS = "key, ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id, json(value)"
+    // The value goes out as JSON text (`json()` validates it; `|| ''` drops the JSON subtype so json_array
+    // embeds it as a string): the loading map keeps it as text, in `LwwRow` column order.
+    const LWW_COLS = "key, json(value) || '', ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id"
     const OR_COLS = "key, tag, ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id, json(value)"
     const TOMB_COLS = "tag, stored_millis, stored_counter, stored_node_id"
     const lwwFirst = pageQuery(T.lww, LWW_COLS, "key", undefined)
@@ -180,7 +182,7 @@ export const makeSqliteStorage = (opts: { readonly dataDir: string }) =>
       return mapChunks(
         pages(chunkSize, fetchPage(name, tombFirst, tombNext, 1, (r) => decodeOrTombstone(ids, r[0], r[1], r[2], r[3]))),
         pages(chunkSize, fetchPage(name, orFirst, orNext, 2, (r) => decodeOrRecord(ids, r[0], r[1], r[9], r[2], r[3], r[4], r[5], r[6], r[7], r[8]))),
-        pages(chunkSize, fetchPage(name, lwwFirst, lwwNext, 1, (r) => decodeLww(ids, r[0], r[8], r[1], r[2], r[3], r[4], r[5], r[6], r[7])))
+        pages(chunkSize, fetchPage(name, lwwFirst, lwwNext, 1, toLwwRow))
       )
     }
 

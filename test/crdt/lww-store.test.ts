@@ -2,8 +2,9 @@ import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { fnv1a, hashPath } from "../../src/crdt/hash.js"
 import { compareTimestamps } from "../../src/crdt/hlc.js"
-import { LWWMap, type StoredLww } from "../../src/crdt/lww-map.js"
-import { LwwMerkleTree, StoredEntry } from "../../src/crdt/lww-merkle.js"
+import { LWWMap, MERGE_LOST, type StoredLww } from "../../src/crdt/lww-map.js"
+import { ARENA_CHUNK_BYTES } from "../../src/crdt/byte-arena.js"
+import type { LwwStore } from "../../src/crdt/lww-store.js"
 import { lwwItemHash, MerkleTree } from "../../src/crdt/merkle.js"
 import type { LWWRecord, Timestamp } from "../../src/crdt/types.js"
 
@@ -23,7 +24,7 @@ const KEYS: ReadonlyArray<string> = (() => {
     for (let i = 0; found.length < 2; i++) if (hashPath(`${c}${i}`)[0] === c) found.push(`${c}${i}`)
     return found
   })
-  return [...sharing, ...sameTop, "a", "zzz", "todo:001:title", "", "ü"]
+  return [...sharing, ...sameTop, "a", "zzz", "todo:001:title", "", "ü", "ÿ", "日本語", "a\ud800", "\u0100", "k".repeat(40)]
 })()
 
 const arbTs = fc.record({
@@ -39,7 +40,7 @@ const arbOp = fc.oneof(
       kind: fc.constant("merge" as const),
       key: fc.constantFrom(...KEYS),
       ts: arbTs,
-      value: fc.constantFrom<unknown>(null, 1, "v", { x: 1 }),
+      value: fc.constantFrom<unknown>(null, 1, "v", { x: 1 }, { nested: [1, "two", { three: 3.5 }], big: 2 ** 53 - 1 }, "x".repeat(300), false, []),
       ttlMs: fc.option(fc.integer({ min: 0, max: 5 }), { nil: undefined }),
       /** storedAt: the record's own timestamp object, an equal copy, or another time. */
       stored: fc.oneof(fc.constant("same" as const), fc.constant("copy" as const), arbTs)
@@ -59,7 +60,7 @@ const probePaths = (keys: Iterable<string>): string[] => {
   return [...paths]
 }
 
-const expectSameTree = (tree: LwwMerkleTree, ref: MerkleTree, touched: Iterable<string>) => {
+const expectSameTree = (tree: LwwStore, ref: MerkleTree, touched: Iterable<string>) => {
   expect(tree.rootHash).toBe(ref.rootHash)
   expect(tree.size).toBe(ref.size)
   for (const path of probePaths(touched)) {
@@ -73,7 +74,7 @@ const expectSameTree = (tree: LwwMerkleTree, ref: MerkleTree, touched: Iterable<
   for (const key of touched) expect(tree.itemHash(key)).toBe(ref.itemHash(key))
 }
 
-describe("LWWMap's leaf-bucket tree equals MerkleTree fed the same items", () => {
+describe("LWWMap's columnar store and tree equal MerkleTree fed the same items", () => {
   it("after any merge/delete/prune sequence: root, buckets (with order), isLeaf, leafKeys; map equals a model", () => {
     fc.assert(
       fc.property(fc.array(arbOp, { maxLength: 60 }), (ops) => {
@@ -108,7 +109,7 @@ describe("LWWMap's leaf-bucket tree equals MerkleTree fed the same items", () =>
           }
         }
         expectSameTree(map.merkle, ref, touched)
-        // the map itself: same content, record identity kept, storedAt equal
+        // the map itself: same content (values decoded: equal, not identical), storedAt equal
         expect(map.size).toBe(model.size)
         expect(map.tombstoneCount).toBe([...model.values()].filter((s) => s.record.value === null).length)
         expect(new Set(map.tombstoneKeys())).toEqual(new Set([...model].filter(([, s]) => s.record.value === null).map(([k]) => k)))
@@ -117,12 +118,11 @@ describe("LWWMap's leaf-bucket tree equals MerkleTree fed the same items", () =>
         expect([...map.keys()].sort()).toEqual([...model.keys()].sort())
         for (const [key, stored] of entries) {
           const expected = model.get(key)!
-          // Written keys are kept flattened: snapshots are equal, not the same objects.
           expect(stored.record).toEqual(expected.record)
           expect(stored.storedAt).toEqual(expected.storedAt)
           expect(map.get(key)!.record).toEqual(expected.record)
           expect(map.get(key)!.storedAt).toEqual(expected.storedAt)
-          expect(map.visibleValue(key, 0)).toBe(expected.record.value === null ? undefined : expected.record.value)
+          expect(map.visibleValue(key, 0)).toEqual(expected.record.value === null ? undefined : expected.record.value)
         }
         for (const key of KEYS) if (!model.has(key)) expect(map.get(key)).toBeUndefined()
         const expired = map.expiredEntries(8).map(([k, s]) => [k, s.record] as const)
@@ -165,27 +165,85 @@ describe("LWWMap's leaf-bucket tree equals MerkleTree fed the same items", () =>
   })
 })
 
-describe("record sharing", () => {
-  it("keeps the bare record when storedAt equals its timestamp, flattened fields otherwise", () => {
+describe("values stored encoded", () => {
+  it("read back equal but never the writer's object; a snapshot is unaffected by later writes", () => {
     const map = new LWWMap()
-    const own = ts(10, 1, "srv")
-    const record: LWWRecord = { value: "x", timestamp: own }
-    map.load("loaded", record, { ...own })
-    const stored = map.get("loaded")!
-    expect(stored).toBeInstanceOf(StoredEntry)
-    expect(stored.record).toBe(record)
-    expect(stored.storedAt).toBe(own) // served from the record: no second timestamp object kept
-    expect(Object.keys(record)).toEqual(["value", "timestamp"]) // nothing added to a record clients receive
-    const later = ts(11, 0, "srv")
-    map.merge("written", { value: "y", timestamp: ts(10, 2, "client") }, later)
-    expect(map.get("written")!.storedAt).toEqual(later)
-    // A written key is updated in place internally; a snapshot taken before keeps the old version.
-    const snapshot = map.get("written")!
-    const newer: LWWRecord = { value: "z", timestamp: ts(12, 0, "client") }
-    map.merge("written", newer, ts(12, 1, "srv"))
-    expect(snapshot.record.value).toBe("y")
-    expect(map.get("written")!.record).toEqual(newer)
-    expect(map.merkle.itemHash("written")).toBe(lwwItemHash("written", newer.timestamp))
+    const value = { title: "x", tags: ["a", "b"], n: 1.5, deep: { ok: true, none: null } }
+    map.merge("k", { value, timestamp: ts(10, 1, "client") }, ts(11, 0, "srv"))
+    const stored = map.get("k")!
+    expect(stored.record.value).toEqual(value)
+    expect(stored.record.value).not.toBe(value)
+    expect(stored.storedAt).toEqual(ts(11, 0, "srv"))
+    expect(Object.keys(stored.record)).toEqual(["value", "timestamp"]) // no ttlMs key when there is none
+    map.merge("k", { value: { title: "y" }, timestamp: ts(12, 0, "client") }, ts(12, 1, "srv"))
+    expect(stored.record.value).toEqual(value)
+    expect(map.get("k")!.record).toEqual({ value: { title: "y" }, timestamp: ts(12, 0, "client") })
+    expect(map.merkle.itemHash("k")).toBe(lwwItemHash("k", ts(12, 0, "client")))
+  })
+
+  it("drops undefined object fields (as the wire and the store do) and keeps a bare undefined", () => {
+    const map = new LWWMap()
+    map.merge("a", { value: { keep: 1, drop: undefined }, timestamp: ts(1) }, ts(1))
+    expect(map.visibleValue("a", 0)).toEqual({ keep: 1 })
+    expect(Object.keys(map.visibleValue("a", 0) as object)).toEqual(["keep"])
+    // -0 reads back as 0, as MessagePack integers and the JSON store give it
+    map.merge("z", { value: -0, timestamp: ts(1) }, ts(1))
+    expect(Object.is(map.visibleValue("z", 0), 0)).toBe(true)
+    map.merge("u", { value: undefined, timestamp: ts(1) }, ts(1))
+    expect(map.get("u")!.record.value).toBeUndefined()
+    expect(map.tombstoneCount).toBe(0)
+  })
+
+  it("mergeReplacing decodes the previous value only when asked", () => {
+    const map = new LWWMap()
+    map.merge("k", { value: { v: 1 }, timestamp: ts(1) }, ts(1))
+    expect(map.mergeReplacing("k", { value: { v: 2 }, timestamp: ts(2) }, ts(2), 0)).toEqual({ v: 1 })
+    expect(map.mergeReplacing("k", { value: { v: 3 }, timestamp: ts(3) }, ts(3), 0, 0)).toBeUndefined()
+    expect(map.mergeReplacing("k", { value: { v: 0 }, timestamp: ts(2) }, ts(4), 0)).toBe(MERGE_LOST)
+    expect(map.visibleValue("k", 0)).toEqual({ v: 3 })
+  })
+
+  it("reclaims the arena under rewrites of growing and shrinking values; every value stays readable", () => {
+    const map = new LWWMap()
+    const keys = 2_000
+    const model = new Map<string, unknown>()
+    let t = 1
+    for (let round = 0; round < 30; round++) {
+      for (let i = 0; i < keys; i++) {
+        // sizes vary by round and key: some rewrites fit in place, others move the blob
+        const value = { i, round, pad: "p".repeat(((i * 7 + round * 13) % 50) * 4) }
+        map.merge(`key-${i}`, { value, timestamp: ts(t++) }, ts(t))
+        model.set(`key-${i}`, value)
+      }
+      if (round % 10 === 9) for (let i = 0; i < keys; i += 3) {
+        map.delete(`key-${i}`)
+        model.delete(`key-${i}`)
+      }
+    }
+    expect(map.size).toBe(model.size)
+    for (const [key, value] of model) expect(map.visibleValue(key, 0)).toEqual(value)
+    expect(new Map(map.visibleEntries(0))).toEqual(model)
+    // live data is ~2,000 × ≤ 250 bytes; 30 rounds wrote ~30×: the arena must have reclaimed
+    expect(map.merkle.arenaBytes).toBeLessThanOrEqual(4 * ARENA_CHUNK_BYTES)
+  })
+
+  it("finds every key after random inserts and deletes (open addressing with backward-shift deletion)", () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 300 })), { maxLength: 800 }), (ops) => {
+        const map = new LWWMap()
+        const present = new Set<number>()
+        let t = 1
+        for (const [add, k] of ops) {
+          if (add) {
+            map.merge(`k${k}`, { value: k, timestamp: ts(t++) }, ts(t))
+            present.add(k)
+          } else expect(map.delete(`k${k}`)).toBe(present.delete(k))
+        }
+        expect(map.size).toBe(present.size)
+        for (let k = 0; k <= 300; k++) expect(map.visibleValue(`k${k}`, 0)).toBe(present.has(k) ? k : undefined)
+      }),
+      { numRuns: 100 }
+    )
   })
 })
 

@@ -1,0 +1,521 @@
+/**
+ * The LWW map's records and its Merkle tree (protocol.md §4.6) in columns, with keys and values off the
+ * JS heap. A data grid holds millions of records; as JS objects each costs ~350 bytes and one more thing
+ * for every garbage collection to trace. Here a record is a row index into typed-array columns
+ * (timestamps, node ids, item hash, blob place) plus one blob in a `ByteArena`: the key (Latin-1, or
+ * UTF-16 when it needs to be) followed by the value: MessagePack for written values, or the JSON text a
+ * row was loaded with (so a cold start never builds the value objects). Values are decoded on read,
+ * the way production data grids keep a binary in-memory format. ~180 bytes per record in total for
+ * 100-byte values; a write allocates nothing that outlives it.
+ *
+ * Lookup: an open-addressing table (linear probing, backward-shift deletion) over the rows, probed by
+ * the key's `fnv1a` (which the Merkle tree needs anyway) and confirmed against the key bytes.
+ *
+ * Merkle read API (`rootHash`, `getBuckets`, `isLeaf`, `leafKeys`, `itemHash`, `size`) answers exactly as a
+ * `MerkleTree` fed `lwwItemHash(key, timestamp)` for the same keys, including the order of bucket keys
+ * (node creation order) and the emptied-node rule (nodes are never removed; an emptied node hashes to 0).
+ * Each depth-3 leaf chains its rows through `nextInLeaf`.
+ *
+ * Row order: rows are appended, and a row freed by `remove` is reused, so scans run in insertion order
+ * until keys are removed (GC prune).
+ */
+import { ByteArena, blobFootprint, copyBytes, readString, stringEquals, stringWord, stringWordBytes, writeString } from "./byte-arena.js"
+import { fnv1a } from "./hash.js"
+import { compareTimestampTo } from "./hlc.js"
+import { lwwItemHashOf, MERKLE_DEPTH } from "./merkle.js"
+import { NodeIdTable } from "./node-ids.js"
+import type { LWWRecord, Timestamp } from "./types.js"
+import { decodeValueWord, type EncodedValue, encodeStoredValue, JSON_TEXT } from "./value-codec.js"
+
+/** `keyLen` of a free row. */
+const FREE = 0xffffffff
+/** `valLen` of a tombstone (`value: null`); an encoded value is never empty. */
+const TOMBSTONE = 0
+
+const HEX = "0123456789abcdef"
+/** Inner nodes in `innerHash` / `innerSeq`: [0] root, [1..16] depth 1, [17..272] depth 2. */
+const DEPTH1 = 1
+const DEPTH2 = 17
+const INNER_NODES = 1 + 16 + 256
+const LEAVES = 4096
+
+/** Hex digit value of a lowercase path character; -1 otherwise (no such node, as in `MerkleTree`). */
+const hexValue = (c: number): number => (c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1)
+
+/** Bucket keys in node-creation order (the insertion order `MerkleTree`'s child maps have). */
+const bucketsInCreationOrder = (children: Array<{ char: string; seq: number; hash: number }>): Record<string, number> => {
+  children.sort((a, b) => a.seq - b.seq)
+  const out: Record<string, number> = {}
+  for (const c of children) out[c.char] = c.hash
+  return out
+}
+
+/** Table slot of hash `h` (Fibonacci hashing: fnv1a's low bits alone cluster). */
+const home = (h: number, shift: number): number => Math.imul(h, 0x9e3779b1) >>> shift
+
+export class LwwStore {
+  /** Rows in use / rows ever handed out (`top`) / allocated. */
+  private count = 0
+  private top = 0
+  private capacity = 0
+  private readonly freeRows: number[] = []
+  private keyHash = new Int32Array(0)
+  private millis = new Float64Array(0)
+  private counter = new Float64Array(0)
+  private node = new Uint32Array(0)
+  private storedMillis = new Float64Array(0)
+  private storedCounter = new Float64Array(0)
+  private storedNode = new Uint32Array(0)
+  /** `lwwItemHash(key, timestamp)` as int32. */
+  private itemHashes = new Int32Array(0)
+  private chunk = new Uint16Array(0)
+  private offset = new Uint32Array(0)
+  /** Key string word (byte-arena.ts), or FREE. */
+  private keyLen = new Uint32Array(0)
+  private valLen = new Uint32Array(0)
+  private nextInLeaf = new Int32Array(0)
+  /** TTLs are rare: by row. */
+  private readonly ttl = new Map<number, number>()
+  private readonly nodeIds = new NodeIdTable()
+  private readonly arena = new ByteArena((c) => this.evacuate(c))
+
+  /** Row + 1 per slot, 0 = empty; power-of-two size, at most half full. */
+  private table = new Int32Array(0)
+  private shift = 32
+
+  // Merkle tree, allocated with the first row (most maps of a server stay empty).
+  private innerHash: Uint32Array | undefined
+  private innerSeq: Uint32Array | undefined
+  private leafHash: Uint32Array | undefined
+  /** Creation rank (1-based) of each leaf; 0 = no such leaf. */
+  private leafSeq: Uint32Array | undefined
+  /** First row of each leaf's chain, -1 = none. */
+  private leafHead: Int32Array | undefined
+  private nextSeq = 1
+
+  get size(): number {
+    return this.count
+  }
+
+  get rootHash(): number {
+    return this.innerHash === undefined ? 0 : this.innerHash[0]!
+  }
+
+  /** Bytes held for keys and values (arena chunks). */
+  get arenaBytes(): number {
+    return this.arena.reservedBytes
+  }
+
+  /** The row of `key` (`h` = `fnv1a(key)`), or -1. */
+  find(key: string, h: number): number {
+    const table = this.table
+    if (table.length === 0) return -1
+    const mask = table.length - 1
+    for (let s = home(h, this.shift); ; s = (s + 1) & mask) {
+      const e = table[s]!
+      if (e === 0) return -1
+      const row = e - 1
+      if (this.keyHash[row] === (h | 0) && this.keyIs(row, key)) return row
+    }
+  }
+
+  /**
+   * Stores `record` (stored at `storedAt`) for `key` (`h` = `fnv1a(key)`) in `row` (from `find`; -1 adds a
+   * row). The caller has decided the record wins.
+   */
+  put(key: string, h: number, record: LWWRecord, storedAt: Timestamp, row: number): number {
+    const ts = record.timestamp
+    const encoded = record.value === null ? undefined : encodeStoredValue(record.value)
+    return this.write(key, h, row, encoded === undefined ? TOMBSTONE : encoded.end - encoded.start, encoded, ts.millis, ts.counter, ts.nodeId,
+      record.ttlMs, storedAt.millis, storedAt.counter, storedAt.nodeId)
+  }
+
+  /** `put` of a row loaded from storage, fields flat and the value still JSON text (null: a tombstone). */
+  putJson(
+    key: string, h: number, row: number, json: string | null, millis: number, counter: number, nodeId: string,
+    ttlMs: number | undefined, storedMillis: number, storedCounter: number, storedNodeId: string
+  ): void {
+    const bytes = json === null ? TOMBSTONE : (Buffer.byteLength(json, "utf8") | JSON_TEXT) >>> 0
+    this.write(key, h, row, bytes, json ?? undefined, millis, counter, nodeId, ttlMs, storedMillis, storedCounter, storedNodeId)
+  }
+
+  private write(
+    key: string, h: number, row: number, valWord: number, value: EncodedValue | string | undefined,
+    millis: number, counter: number, nodeId: string, ttlMs: number | undefined,
+    storedMillis: number, storedCounter: number, storedNodeId: string
+  ): number {
+    const next = lwwItemHashOf(h, millis, counter, nodeId)
+    let delta: number
+    if (row < 0) {
+      row = this.addRow(key, h, valWord)
+      delta = next
+      this.node[row] = this.nodeIds.acquire(nodeId)
+      this.storedNode[row] = this.nodeIds.acquire(storedNodeId)
+    } else {
+      delta = (next - (this.itemHashes[row]! >>> 0)) >>> 0
+      this.placeValue(row, valWord)
+      this.node[row] = this.swapNode(this.node[row]!, nodeId)
+      this.storedNode[row] = this.swapNode(this.storedNode[row]!, storedNodeId)
+    }
+    if (value !== undefined) {
+      const buf = this.arena.chunks[this.chunk[row]!]!
+      const at = this.offset[row]! + this.keyBytes(row)
+      if (typeof value === "string") buf.write(value, at, "utf8")
+      else copyBytes(value, value.start, buf, at, value.end - value.start)
+    }
+    this.millis[row] = millis
+    this.counter[row] = counter
+    this.storedMillis[row] = storedMillis
+    this.storedCounter[row] = storedCounter
+    this.itemHashes[row] = next | 0
+    if (ttlMs !== undefined) this.ttl.set(row, ttlMs)
+    else if (this.ttl.size > 0) this.ttl.delete(row)
+    this.addAlongPath(h, delta)
+    return row
+  }
+
+  /** Removes `key`; returns whether it was present. Nodes stay in place (an emptied node hashes to 0). */
+  remove(key: string, h: number): boolean {
+    const row = this.find(key, h)
+    if (row < 0) return false
+    this.unlinkFromLeaf(row, h)
+    this.addAlongPath(h, -(this.itemHashes[row]! >>> 0) >>> 0)
+    this.deleteFromTable(row)
+    this.arena.free(this.chunk[row]!, this.footprint(row))
+    this.nodeIds.release(this.node[row]!)
+    this.nodeIds.release(this.storedNode[row]!)
+    this.ttl.delete(row)
+    this.keyLen[row] = FREE
+    this.freeRows.push(row)
+    this.count--
+    return true
+  }
+
+  // ---- rows -------------------------------------------------------------------------------------------
+
+  /** Rows in use, ascending. */
+  *rows(): Generator<number, void, undefined> {
+    for (let row = 0; row < this.top; row++) if (this.keyLen[row] !== FREE) yield row
+  }
+
+  keyAt(row: number): string {
+    const len = this.keyLen[row]!
+    const buf = this.arena.chunks[this.chunk[row]!]!
+    const at = this.offset[row]!
+    return readString(buf, at, len)
+  }
+
+  isTombstone(row: number): boolean {
+    return this.valLen[row] === TOMBSTONE
+  }
+
+  /** The row's TTL, or undefined. */
+  ttlAt(row: number): number | undefined {
+    return this.ttl.size === 0 ? undefined : this.ttl.get(row)
+  }
+
+  /** The stored value, decoded (null for a tombstone). */
+  valueAt(row: number): unknown {
+    const word = this.valLen[row]!
+    if (word === TOMBSTONE) return null
+    const start = this.offset[row]! + this.keyBytes(row)
+    return decodeValueWord(this.arena.chunks[this.chunk[row]!]!, start, word)
+  }
+
+  /** The row's value word (byte length | JSON_TEXT; 0 = tombstone). */
+  valueWordAt(row: number): number {
+    return this.valLen[row]!
+  }
+
+  /** The buffer holding the row's encoded value (which starts at `valueStartAt`). */
+  valueBufferAt(row: number): Buffer {
+    return this.arena.chunks[this.chunk[row]!]!
+  }
+
+  valueStartAt(row: number): number {
+    return this.offset[row]! + this.keyBytes(row)
+  }
+
+  /** Whether the row holds a live value at `nowMs` (not a tombstone, not expired). */
+  isVisibleAt(row: number, nowMs: number): boolean {
+    if (this.valLen[row] === TOMBSTONE) return false
+    const ttl = this.ttlAt(row)
+    return ttl === undefined || !(this.millis[row]! + ttl < nowMs)
+  }
+
+  /** `compareTimestamps(ts, <the row's record timestamp>)`. */
+  compareTo(ts: Timestamp, row: number): number {
+    return compareTimestampTo(ts, this.millis[row]!, this.counter[row]!, this.nodeIds.at(this.node[row]!))
+  }
+
+  timestampAt(row: number): Timestamp {
+    return { millis: this.millis[row]!, counter: this.counter[row]!, nodeId: this.nodeIds.at(this.node[row]!) }
+  }
+
+  storedAtAt(row: number): Timestamp {
+    return { millis: this.storedMillis[row]!, counter: this.storedCounter[row]!, nodeId: this.nodeIds.at(this.storedNode[row]!) }
+  }
+
+  /** `compareTimestamps(<the row's storage time>, ts)`. */
+  compareStoredAt(row: number, ts: Timestamp): number {
+    return -compareTimestampTo(ts, this.storedMillis[row]!, this.storedCounter[row]!, this.nodeIds.at(this.storedNode[row]!))
+  }
+
+  recordAt(row: number): LWWRecord {
+    const value = this.valueAt(row)
+    const timestamp = this.timestampAt(row)
+    const ttlMs = this.ttlAt(row)
+    return ttlMs === undefined ? { value, timestamp } : { value, timestamp, ttlMs }
+  }
+
+  // ---- Merkle read API --------------------------------------------------------------------------------
+
+  /** Item hash of `key` (`lwwItemHash` of its record's timestamp), if present. */
+  itemHash(key: string): number | undefined {
+    const row = this.find(key, fnv1a(key))
+    return row < 0 ? undefined : this.itemHashes[row]! >>> 0
+  }
+
+  /** `{ childChar: childHash }` of the inner node at `path`; `{}` for a missing node or a leaf. */
+  getBuckets(path: string): Record<string, number> {
+    const hashes = this.innerHash
+    const seqs = this.innerSeq
+    if (hashes === undefined || seqs === undefined || path.length >= MERKLE_DEPTH) return {}
+    const children: Array<{ char: string; seq: number; hash: number }> = []
+    if (path.length === 0) {
+      for (let c = 0; c < 16; c++) {
+        const seq = seqs[DEPTH1 + c]!
+        if (seq !== 0) children.push({ char: HEX[c]!, seq, hash: hashes[DEPTH1 + c]! })
+      }
+      return bucketsInCreationOrder(children)
+    }
+    const c1 = hexValue(path.charCodeAt(0))
+    if (c1 < 0 || seqs[DEPTH1 + c1] === 0) return {}
+    if (path.length === 1) {
+      for (let c = 0; c < 16; c++) {
+        const i = DEPTH2 + c1 * 16 + c
+        if (seqs[i] !== 0) children.push({ char: HEX[c]!, seq: seqs[i]!, hash: hashes[i]! })
+      }
+      return bucketsInCreationOrder(children)
+    }
+    const c2 = hexValue(path.charCodeAt(1))
+    if (c2 < 0 || seqs[DEPTH2 + c1 * 16 + c2] === 0) return {}
+    const base = (c1 * 16 + c2) * 16
+    for (let c = 0; c < 16; c++) {
+      const seq = this.leafSeq![base + c]!
+      if (seq !== 0) children.push({ char: HEX[c]!, seq, hash: this.leafHash![base + c]! })
+    }
+    return bucketsInCreationOrder(children)
+  }
+
+  /** True iff a depth-3 leaf exists at `path`. */
+  isLeaf(path: string): boolean {
+    return this.leafAt(path) >= 0
+  }
+
+  /** Keys held by the leaf at `path`; `[]` if there is no leaf there. Unordered. */
+  leafKeys(path: string): string[] {
+    const leaf = this.leafAt(path)
+    const keys: string[] = []
+    if (leaf < 0) return keys
+    for (let row = this.leafHead![leaf]!; row >= 0; row = this.nextInLeaf[row]!) keys.push(this.keyAt(row))
+    return keys
+  }
+
+  // ---- internals --------------------------------------------------------------------------------------
+
+  private keyBytes(row: number): number {
+    return stringWordBytes(this.keyLen[row]!)
+  }
+
+  private footprint(row: number): number {
+    return blobFootprint(this.keyBytes(row) + (this.valLen[row]! & ~JSON_TEXT))
+  }
+
+  private keyIs(row: number, key: string): boolean {
+    return stringEquals(this.arena.chunks[this.chunk[row]!]!, this.offset[row]!, this.keyLen[row]!, key)
+  }
+
+  private swapNode(held: number, id: string): number {
+    if (this.nodeIds.at(held) === id) return held
+    const next = this.nodeIds.acquire(id)
+    this.nodeIds.release(held)
+    return next
+  }
+
+  /** A new row for `key` with room for the value (`valWord`: bytes | JSON_TEXT), linked into its table slot and leaf. */
+  private addRow(key: string, h: number, valWord: number): number {
+    const valBytes = valWord & ~JSON_TEXT
+    const row = this.freeRows.pop() ?? this.top++
+    if (row >= this.capacity) this.grow()
+    this.count++
+    const keyWord = stringWord(key)
+    const c = this.arena.alloc(blobFootprint(stringWordBytes(keyWord) + valBytes))
+    const at = this.arena.offset
+    writeString(this.arena.chunks[c]!, at, key, keyWord)
+    this.chunk[row] = c
+    this.offset[row] = at
+    this.keyLen[row] = keyWord
+    this.valLen[row] = valWord
+    this.keyHash[row] = h
+    if (2 * this.count > this.table.length) this.rehash(Math.max(16, this.table.length * 2))
+    else this.insertIntoTable(row)
+    this.linkIntoLeaf(row, h)
+    return row
+  }
+
+  /** Makes room for the value (`valWord`: bytes | JSON_TEXT) after the row's key: in place when it fits. */
+  private placeValue(row: number, valWord: number): void {
+    const valBytes = valWord & ~JSON_TEXT
+    const keyBytes = this.keyBytes(row)
+    const old = this.footprint(row)
+    const needed = blobFootprint(keyBytes + valBytes)
+    const c = this.chunk[row]!
+    if (needed <= old) {
+      this.valLen[row] = valWord
+      this.arena.free(c, old - needed) // may evacuate this chunk, moving this row: done after valLen is set
+      return
+    }
+    const from = this.offset[row]!
+    const nc = this.arena.alloc(needed)
+    const at = this.arena.offset
+    copyBytes(this.arena.chunks[c]!, from, this.arena.chunks[nc]!, at, keyBytes)
+    this.chunk[row] = nc
+    this.offset[row] = at
+    this.valLen[row] = valWord
+    this.arena.free(c, old)
+  }
+
+  /** Moves every blob of `c` elsewhere (the arena asked: `c` is mostly free space). */
+  private evacuate(c: number): void {
+    const chunk = this.chunk
+    for (let row = 0; row < this.top; row++) {
+      if (chunk[row] !== c || this.keyLen[row] === FREE) continue
+      const size = this.footprint(row)
+      const from = this.offset[row]!
+      const nc = this.arena.alloc(size)
+      const at = this.arena.offset
+      copyBytes(this.arena.chunks[c]!, from, this.arena.chunks[nc]!, at, size)
+      chunk[row] = nc
+      this.offset[row] = at
+      this.arena.free(c, size)
+      if (this.arena.chunks[c] === undefined) return // released: nothing left in it
+    }
+  }
+
+  /** Makes room for `rows` rows at once (a load that knows its size skips the doublings and their garbage). */
+  reserve(rows: number): void {
+    if (rows > this.capacity) this.grow(rows)
+    const slots = 2 ** Math.ceil(Math.log2(Math.max(16, 2 * rows)))
+    if (slots > this.table.length) this.rehash(slots)
+  }
+
+  private grow(atLeast = 0): void {
+    const n = Math.max(16, this.capacity * 2, atLeast)
+    const grown = <T extends Int32Array | Uint32Array | Uint16Array | Float64Array>(a: T, make: (n: number) => T): T => {
+      const b = make(n)
+      b.set(a)
+      return b
+    }
+    this.keyHash = grown(this.keyHash, (k) => new Int32Array(k))
+    this.millis = grown(this.millis, (k) => new Float64Array(k))
+    this.counter = grown(this.counter, (k) => new Float64Array(k))
+    this.node = grown(this.node, (k) => new Uint32Array(k))
+    this.storedMillis = grown(this.storedMillis, (k) => new Float64Array(k))
+    this.storedCounter = grown(this.storedCounter, (k) => new Float64Array(k))
+    this.storedNode = grown(this.storedNode, (k) => new Uint32Array(k))
+    this.itemHashes = grown(this.itemHashes, (k) => new Int32Array(k))
+    this.chunk = grown(this.chunk, (k) => new Uint16Array(k))
+    this.offset = grown(this.offset, (k) => new Uint32Array(k))
+    this.keyLen = grown(this.keyLen, (k) => new Uint32Array(k))
+    this.valLen = grown(this.valLen, (k) => new Uint32Array(k))
+    this.nextInLeaf = grown(this.nextInLeaf, (k) => new Int32Array(k))
+    this.capacity = n
+  }
+
+  private rehash(size: number): void {
+    this.table = new Int32Array(size)
+    this.shift = 32 - Math.log2(size)
+    for (let row = 0; row < this.top; row++) if (this.keyLen[row] !== FREE) this.insertIntoTable(row)
+  }
+
+  private insertIntoTable(row: number): void {
+    const table = this.table
+    const mask = table.length - 1
+    let s = home(this.keyHash[row]!, this.shift)
+    while (table[s] !== 0) s = (s + 1) & mask
+    table[s] = row + 1
+  }
+
+  /** Backward-shift deletion: later entries of the probe run move up, so lookups never need tombstones. */
+  private deleteFromTable(row: number): void {
+    const table = this.table
+    const mask = table.length - 1
+    let s = home(this.keyHash[row]!, this.shift)
+    while (table[s] !== row + 1) s = (s + 1) & mask
+    let hole = s
+    for (let j = (hole + 1) & mask; table[j] !== 0; j = (j + 1) & mask) {
+      const want = home(this.keyHash[table[j]! - 1]!, this.shift)
+      // Move the entry at j into the hole unless its home lies cyclically in (hole, j].
+      const stays = hole <= j ? hole < want && want <= j : hole < want || want <= j
+      if (!stays) {
+        table[hole] = table[j]!
+        hole = j
+      }
+    }
+    table[hole] = 0
+  }
+
+  private leafAt(path: string): number {
+    if (path.length !== MERKLE_DEPTH || this.leafSeq === undefined) return -1
+    const c1 = hexValue(path.charCodeAt(0))
+    const c2 = hexValue(path.charCodeAt(1))
+    const c3 = hexValue(path.charCodeAt(2))
+    if (c1 < 0 || c2 < 0 || c3 < 0) return -1
+    const leaf = (c1 * 16 + c2) * 16 + c3
+    return this.leafSeq[leaf] === 0 ? -1 : leaf
+  }
+
+  /** Links `row` into the leaf of `h`, creating the leaf and its ancestors (root to leaf, as `MerkleTree`). */
+  private linkIntoLeaf(row: number, h: number): void {
+    if (this.innerSeq === undefined) {
+      this.innerHash = new Uint32Array(INNER_NODES)
+      this.innerSeq = new Uint32Array(INNER_NODES)
+      this.leafHash = new Uint32Array(LEAVES)
+      this.leafSeq = new Uint32Array(LEAVES)
+      this.leafHead = new Int32Array(LEAVES).fill(-1)
+    }
+    const leaf = h >>> 20
+    if (this.leafSeq![leaf] === 0) {
+      const seqs = this.innerSeq
+      const n1 = DEPTH1 + (h >>> 28)
+      if (seqs[n1] === 0) seqs[n1] = this.nextSeq++
+      const n2 = DEPTH2 + (h >>> 24)
+      if (seqs[n2] === 0) seqs[n2] = this.nextSeq++
+      this.leafSeq![leaf] = this.nextSeq++
+    }
+    this.nextInLeaf[row] = this.leafHead![leaf]!
+    this.leafHead![leaf] = row
+  }
+
+  private unlinkFromLeaf(row: number, h: number): void {
+    const leaf = h >>> 20
+    const head = this.leafHead!
+    if (head[leaf] === row) {
+      head[leaf] = this.nextInLeaf[row]!
+      return
+    }
+    let prev = head[leaf]!
+    while (this.nextInLeaf[prev] !== row) prev = this.nextInLeaf[prev]!
+    this.nextInLeaf[prev] = this.nextInLeaf[row]!
+  }
+
+  private addAlongPath(h: number, delta: number): void {
+    if (delta === 0) return
+    const hashes = this.innerHash!
+    hashes[0] = hashes[0]! + delta // Uint32Array stores mod 2^32
+    hashes[DEPTH1 + (h >>> 28)] = hashes[DEPTH1 + (h >>> 28)]! + delta
+    hashes[DEPTH2 + (h >>> 24)] = hashes[DEPTH2 + (h >>> 24)]! + delta
+    this.leafHash![h >>> 20] = this.leafHash![h >>> 20]! + delta
+  }
+}
