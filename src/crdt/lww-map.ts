@@ -184,12 +184,12 @@ export class LWWMap {
   }
 
   /**
-   * Bulk load of a row as the SQL stores hand it over: fields flat, the value still JSON text (null: a
-   * tombstone), kept as text until read. Same rule as `merge`.
+   * Bulk load of a row as the SQL stores hand it over: fields flat, the value still JSON text,
+   * `text[start, end)` (`start` < 0: a tombstone), kept as text until read. Same rule as `merge`.
    */
   loadJson(
-    key: string, json: string | null, millis: number, counter: number, nodeId: string, ttlMs: number | undefined,
-    storedMillis: number, storedCounter: number, storedNodeId: string
+    key: string, text: string, start: number, end: number, millis: number, counter: number, nodeId: string,
+    ttlMs: number | undefined, storedMillis: number, storedCounter: number, storedNodeId: string
   ): void {
     const store = this.merkle
     const h = fnv1a(key)
@@ -200,8 +200,8 @@ export class LWWMap {
       if (store.isTombstone(row)) this.tombstoneSet.delete(key)
       this.ttlKeys.delete(key)
     }
-    store.putJson(key, h, row, json, millis, counter, nodeId, ttlMs, storedMillis, storedCounter, storedNodeId)
-    if (json === null) this.tombstoneSet.add(key)
+    store.putJson(key, h, row, text, start, end, millis, counter, nodeId, ttlMs, storedMillis, storedCounter, storedNodeId)
+    if (start < 0) this.tombstoneSet.add(key)
     else if (ttlMs !== undefined) this.ttlKeys.add(key)
   }
 

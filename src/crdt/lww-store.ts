@@ -25,12 +25,39 @@ import { compareTimestampTo } from "./hlc.js"
 import { lwwItemHashOf, MERKLE_DEPTH } from "./merkle.js"
 import { NodeIdTable } from "./node-ids.js"
 import type { LWWRecord, Timestamp } from "./types.js"
-import { decodeValueWord, type EncodedValue, encodeStoredValue, JSON_TEXT } from "./value-codec.js"
+import { decodeValueWord, type EncodedValue, encodeStoredValue, JSON_TEXT, wordBytes } from "./value-codec.js"
 
 /** `keyLen` of a free row. */
 const FREE = 0xffffffff
 /** `valLen` of a tombstone (`value: null`); an encoded value is never empty. */
 const TOMBSTONE = 0
+
+/** Counter column value meaning "see `bigCounters`". */
+const BIG_COUNTER = 0xffffffff
+
+/** `write`'s value: the JSON text range set by `putJson`. */
+const JSON_RANGE = 1
+
+/** UTF-8 byte length of `s[start, end)` (a lone surrogate counts as U+FFFD: 3 bytes, as `Buffer.write` writes it). */
+const utf8Length = (s: string, start: number, end: number): number => {
+  let n = end - start
+  for (let i = start; i < end; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x80) continue
+    if (c < 0x800) n += 1
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < end && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 2 // the pair: 2 code units, 4 bytes
+      i++
+    } else n += 2
+  }
+  return n
+}
+
+/** Writes `s[start, end)` as UTF-8 (`bytes` long) at `buf[at]`: a plain loop for ASCII, `Buffer.write` otherwise. */
+const writeUtf8 = (buf: Buffer, at: number, s: string, start: number, end: number, bytes: number): void => {
+  if (bytes === end - start) for (let i = start; i < end; i++) buf[at + i - start] = s.charCodeAt(i)
+  else buf.write(s.slice(start, end), at, "utf8")
+}
 
 const HEX = "0123456789abcdef"
 /** Inner nodes in `innerHash` / `innerSeq`: [0] root, [1..16] depth 1, [17..272] depth 2. */
@@ -61,10 +88,13 @@ export class LwwStore {
   private readonly freeRows: number[] = []
   private keyHash = new Int32Array(0)
   private millis = new Float64Array(0)
-  private counter = new Float64Array(0)
+  /** HLC counters are small: 4 bytes, with the rare other value (≥ BIG_COUNTER, fractional…) in `bigCounters`. */
+  private counter = new Uint32Array(0)
   private node = new Uint32Array(0)
   private storedMillis = new Float64Array(0)
-  private storedCounter = new Float64Array(0)
+  private storedCounter = new Uint32Array(0)
+  /** Counters that do not fit a Uint32 column, by row (record's: 2 * row, storage time's: 2 * row + 1). */
+  private readonly bigCounters = new Map<number, number>()
   private storedNode = new Uint32Array(0)
   /** `lwwItemHash(key, timestamp)` as int32. */
   private itemHashes = new Int32Array(0)
@@ -130,17 +160,29 @@ export class LwwStore {
       record.ttlMs, storedAt.millis, storedAt.counter, storedAt.nodeId)
   }
 
-  /** `put` of a row loaded from storage, fields flat and the value still JSON text (null: a tombstone). */
+  /**
+   * `put` of a row loaded from storage, fields flat, the value still JSON text: `text[start, end)`
+   * (`start` < 0: a tombstone). The text may be a whole page of rows; only the range is copied.
+   */
   putJson(
-    key: string, h: number, row: number, json: string | null, millis: number, counter: number, nodeId: string,
-    ttlMs: number | undefined, storedMillis: number, storedCounter: number, storedNodeId: string
+    key: string, h: number, row: number, text: string, start: number, end: number, millis: number, counter: number,
+    nodeId: string, ttlMs: number | undefined, storedMillis: number, storedCounter: number, storedNodeId: string
   ): void {
-    const bytes = json === null ? TOMBSTONE : (Buffer.byteLength(json, "utf8") | JSON_TEXT) >>> 0
-    this.write(key, h, row, bytes, json ?? undefined, millis, counter, nodeId, ttlMs, storedMillis, storedCounter, storedNodeId)
+    this.jsonText = text
+    this.jsonStart = start
+    this.jsonEnd = end
+    const word = start < 0 ? TOMBSTONE : (utf8Length(text, start, end) | JSON_TEXT) >>> 0
+    this.write(key, h, row, word, start < 0 ? undefined : JSON_RANGE, millis, counter, nodeId, ttlMs, storedMillis, storedCounter, storedNodeId)
+    this.jsonText = ""
   }
 
+  // The JSON text range `putJson` is writing (read by `write` when it is handed JSON_RANGE).
+  private jsonText = ""
+  private jsonStart = 0
+  private jsonEnd = 0
+
   private write(
-    key: string, h: number, row: number, valWord: number, value: EncodedValue | string | undefined,
+    key: string, h: number, row: number, valWord: number, value: EncodedValue | typeof JSON_RANGE | undefined,
     millis: number, counter: number, nodeId: string, ttlMs: number | undefined,
     storedMillis: number, storedCounter: number, storedNodeId: string
   ): number {
@@ -160,13 +202,13 @@ export class LwwStore {
     if (value !== undefined) {
       const buf = this.arena.chunks[this.chunk[row]!]!
       const at = this.offset[row]! + this.keyBytes(row)
-      if (typeof value === "string") buf.write(value, at, "utf8")
+      if (value === JSON_RANGE) writeUtf8(buf, at, this.jsonText, this.jsonStart, this.jsonEnd, wordBytes(valWord))
       else copyBytes(value, value.start, buf, at, value.end - value.start)
     }
     this.millis[row] = millis
-    this.counter[row] = counter
+    this.counter[row] = this.packCounter(2 * row, counter)
     this.storedMillis[row] = storedMillis
-    this.storedCounter[row] = storedCounter
+    this.storedCounter[row] = this.packCounter(2 * row + 1, storedCounter)
     this.itemHashes[row] = next | 0
     if (ttlMs !== undefined) this.ttl.set(row, ttlMs)
     else if (this.ttl.size > 0) this.ttl.delete(row)
@@ -185,6 +227,10 @@ export class LwwStore {
     this.nodeIds.release(this.node[row]!)
     this.nodeIds.release(this.storedNode[row]!)
     this.ttl.delete(row)
+    if (this.bigCounters.size > 0) {
+      this.bigCounters.delete(2 * row)
+      this.bigCounters.delete(2 * row + 1)
+    }
     this.keyLen[row] = FREE
     this.freeRows.push(row)
     this.count--
@@ -245,20 +291,20 @@ export class LwwStore {
 
   /** `compareTimestamps(ts, <the row's record timestamp>)`. */
   compareTo(ts: Timestamp, row: number): number {
-    return compareTimestampTo(ts, this.millis[row]!, this.counter[row]!, this.nodeIds.at(this.node[row]!))
+    return compareTimestampTo(ts, this.millis[row]!, this.counterAt(row), this.nodeIds.at(this.node[row]!))
   }
 
   timestampAt(row: number): Timestamp {
-    return { millis: this.millis[row]!, counter: this.counter[row]!, nodeId: this.nodeIds.at(this.node[row]!) }
+    return { millis: this.millis[row]!, counter: this.counterAt(row), nodeId: this.nodeIds.at(this.node[row]!) }
   }
 
   storedAtAt(row: number): Timestamp {
-    return { millis: this.storedMillis[row]!, counter: this.storedCounter[row]!, nodeId: this.nodeIds.at(this.storedNode[row]!) }
+    return { millis: this.storedMillis[row]!, counter: this.storedCounterAt(row), nodeId: this.nodeIds.at(this.storedNode[row]!) }
   }
 
   /** `compareTimestamps(<the row's storage time>, ts)`. */
   compareStoredAt(row: number, ts: Timestamp): number {
-    return -compareTimestampTo(ts, this.storedMillis[row]!, this.storedCounter[row]!, this.nodeIds.at(this.storedNode[row]!))
+    return -compareTimestampTo(ts, this.storedMillis[row]!, this.storedCounterAt(row), this.nodeIds.at(this.storedNode[row]!))
   }
 
   recordAt(row: number): LWWRecord {
@@ -323,6 +369,26 @@ export class LwwStore {
   }
 
   // ---- internals --------------------------------------------------------------------------------------
+
+  /** The column value for `counter` (slot `big` in `bigCounters` when it does not fit). */
+  private packCounter(big: number, counter: number): number {
+    if (counter >= 0 && counter < BIG_COUNTER && Number.isInteger(counter)) {
+      if (this.bigCounters.size > 0) this.bigCounters.delete(big)
+      return counter
+    }
+    this.bigCounters.set(big, counter)
+    return BIG_COUNTER
+  }
+
+  private counterAt(row: number): number {
+    const c = this.counter[row]!
+    return c === BIG_COUNTER ? this.bigCounters.get(2 * row)! : c
+  }
+
+  private storedCounterAt(row: number): number {
+    const c = this.storedCounter[row]!
+    return c === BIG_COUNTER ? this.bigCounters.get(2 * row + 1)! : c
+  }
 
   private keyBytes(row: number): number {
     return stringWordBytes(this.keyLen[row]!)
@@ -419,10 +485,10 @@ export class LwwStore {
     }
     this.keyHash = grown(this.keyHash, (k) => new Int32Array(k))
     this.millis = grown(this.millis, (k) => new Float64Array(k))
-    this.counter = grown(this.counter, (k) => new Float64Array(k))
+    this.counter = grown(this.counter, (k) => new Uint32Array(k))
     this.node = grown(this.node, (k) => new Uint32Array(k))
     this.storedMillis = grown(this.storedMillis, (k) => new Float64Array(k))
-    this.storedCounter = grown(this.storedCounter, (k) => new Float64Array(k))
+    this.storedCounter = grown(this.storedCounter, (k) => new Uint32Array(k))
     this.storedNode = grown(this.storedNode, (k) => new Uint32Array(k))
     this.itemHashes = grown(this.itemHashes, (k) => new Int32Array(k))
     this.chunk = grown(this.chunk, (k) => new Uint16Array(k))

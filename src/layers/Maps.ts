@@ -4,7 +4,7 @@ import { ORMap } from "../crdt/or-map.js"
 import type { LWWRecord, MapType, ORMapRecord, Timestamp } from "../crdt/types.js"
 import { type Change, type ChangeOrigin, Changes } from "./Changes.js"
 import { Hlc } from "./Hlc.js"
-import { type LoadedChunk, Storage, type StorageError, type StorageMutation } from "./Storage.js"
+import { type LoadedChunk, Storage, StorageError, type StorageMutation } from "./Storage.js"
 import { PersistFailed, WriteBehind } from "./storage/write-behind.js"
 
 export class MapLoadFailed extends Data.TaggedError("MapLoadFailed")<{ readonly mapName: string; readonly message: string }> {}
@@ -62,9 +62,12 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
           const failed = (e: StorageError) => new MapLoadFailed({ mapName: name, message: e.message })
           state.type = Option.getOrUndefined(yield* Effect.mapError(storage.getMapType(name), failed))
           // Chunk by chunk, so a big map is never held twice (rows + map) during the load.
-          yield* Stream.runForEach(storage.streamMap(name), (chunk) => Effect.sync(() => applyLoaded(state, chunk))).pipe(
-            Effect.mapError(failed)
-          )
+          yield* Stream.runForEach(storage.streamMap(name), (chunk) =>
+            Effect.try({
+              try: () => applyLoaded(state, chunk),
+              // rows are checked as they are applied (SQLite pages are scanned in place)
+              catch: (e) => new StorageError({ message: `Corrupt rows in map ${JSON.stringify(name)}: ${e instanceof Error ? e.message : String(e)}` })
+            })).pipe(Effect.mapError(failed))
         }
         return state
       })
@@ -96,7 +99,8 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
           let latestCounter = 0
           let latestNode = ""
           for (const r of chunk.rows) {
-            state.lww.loadJson(r[0], r[1], r[2], r[3], r[4], r[5] ?? undefined, r[6], r[7], r[8])
+            const json = r[1]
+            state.lww.loadJson(r[0], json ?? "", json === null ? -1 : 0, json?.length ?? 0, r[2], r[3], r[4], r[5] ?? undefined, r[6], r[7], r[8])
             const millis = r[2]
             const counter = r[3]
             if (Number.isFinite(millis) && Number.isFinite(counter) && (millis > latestMillis || (millis === latestMillis && counter > latestCounter))) {
@@ -105,6 +109,22 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
               latestNode = r[4]
             }
           }
+          if (latestMillis !== Number.NEGATIVE_INFINITY) hlc.update({ millis: latestMillis, counter: latestCounter, nodeId: latestNode })
+          return
+        }
+        case "LwwPage": {
+          let latestMillis = Number.NEGATIVE_INFINITY
+          let latestCounter = 0
+          let latestNode = ""
+          const lww = state.lww
+          chunk.scan((key, text, vs, ve, millis, counter, nodeId, ttlMs, sm, sc, sn) => {
+            lww.loadJson(key, text, vs, ve, millis, counter, nodeId, ttlMs, sm, sc, sn)
+            if (Number.isFinite(millis) && Number.isFinite(counter) && (millis > latestMillis || (millis === latestMillis && counter > latestCounter))) {
+              latestMillis = millis
+              latestCounter = counter
+              latestNode = nodeId
+            }
+          })
           if (latestMillis !== Number.NEGATIVE_INFINITY) hlc.update({ millis: latestMillis, counter: latestCounter, nodeId: latestNode })
           return
         }

@@ -52,6 +52,8 @@ export interface LoadedMap {
   readonly orTombstones: ReadonlyArray<LoadedOrTombstone>
 }
 
+import type { LwwPage } from "./storage/lww-page.js"
+
 /**
  * An LWW row as the SQL stores hand it to a loading map: flat, with the value still JSON text (null: a
  * tombstone). The map keeps values encoded, so a load never builds the value objects.
@@ -78,6 +80,8 @@ export type LoadedChunk =
   | { readonly _tag: "OrRecords"; readonly rows: ReadonlyArray<LoadedOrRecord> }
   | { readonly _tag: "Lww"; readonly rows: ReadonlyArray<LoadedLww> }
   | { readonly _tag: "LwwRows"; readonly rows: ReadonlyArray<LwwRow> }
+  /** A page of LWW rows still as the store's JSON text (SQLite): scanned in place by the loading map. */
+  | LwwPage
 
 export interface StorageService {
   readonly kind: "memory" | "sqlite" | "postgres"

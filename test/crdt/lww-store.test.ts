@@ -194,6 +194,22 @@ describe("values stored encoded", () => {
     expect(map.tombstoneCount).toBe(0)
   })
 
+  it("keeps counters that do not fit the 32-bit column exact (timestamps, storage times, order, hashes)", () => {
+    const map = new LWWMap()
+    const big = 2 ** 40 + 3
+    map.merge("a", { value: 1, timestamp: ts(5, big) }, ts(6, 2 ** 32 - 1, "srv"))
+    map.merge("b", { value: 2, timestamp: ts(5, 0xfffffffe) }, ts(6, 1, "srv"))
+    expect(map.get("a")).toEqual({ record: { value: 1, timestamp: ts(5, big) }, storedAt: ts(6, 2 ** 32 - 1, "srv") })
+    expect(map.get("b")!.record.timestamp.counter).toBe(0xfffffffe)
+    expect(map.merkle.itemHash("a")).toBe(lwwItemHash("a", ts(5, big)))
+    expect(map.merge("a", { value: 9, timestamp: ts(5, big - 1) }, ts(7))).toBe(false) // older counter loses
+    expect(map.merge("a", { value: 3, timestamp: ts(5, 7) }, ts(7))).toBe(false)
+    expect(map.merge("a", { value: 4, timestamp: ts(5, big + 1) }, ts(7))).toBe(true)
+    expect(map.get("a")!.record.timestamp.counter).toBe(big + 1)
+    map.merge("a", { value: 5, timestamp: ts(6, 1) }, ts(8)) // back to a small counter
+    expect(map.get("a")).toEqual({ record: { value: 5, timestamp: ts(6, 1) }, storedAt: ts(8) })
+  })
+
   it("mergeReplacing decodes the previous value only when asked", () => {
     const map = new LWWMap()
     map.merge("k", { value: { v: 1 }, timestamp: ts(1) }, ts(1))

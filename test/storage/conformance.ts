@@ -311,10 +311,10 @@ export const storageConformance = (
             expect(c.rows.length).toBeGreaterThan(0)
             expect(c.rows.length).toBeLessThanOrEqual(4)
           }
-          // LWW rows come as records (memory) or flat rows with JSON text (the SQL stores): one phase either way
-          const tags = chunks.map((c) => (c._tag === "LwwRows" ? "Lww" : c._tag))
+          // LWW rows come as records (memory), flat rows (PostgreSQL) or JSON pages (SQLite): one phase either way
+          const tags = chunks.map((c) => (c._tag === "LwwRows" || c._tag === "LwwPage" ? "Lww" : c._tag))
           expect(tags).toEqual([...tags].sort((a, b) => ["OrTombstones", "OrRecords", "Lww"].indexOf(a) - ["OrTombstones", "OrRecords", "Lww"].indexOf(b)))
-          const count = (tag: string) => chunks.filter((c) => (c._tag === "LwwRows" ? "Lww" : c._tag) === tag).reduce((n, c) => n + c.rows.length, 0)
+          const count = (tag: string) => chunks.filter((c) => (c._tag === "LwwRows" || c._tag === "LwwPage" ? "Lww" : c._tag) === tag).reduce((n, c) => n + c.rows.length, 0)
           expect([count("OrTombstones"), count("OrRecords"), count("Lww")]).toEqual([9, 17, 23])
           const lwwKeys = chunks.flatMap((c) => loadedLwwOf(c).map((r) => r.key))
           expect(new Set(lwwKeys).size).toBe(23)

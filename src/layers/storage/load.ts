@@ -13,10 +13,19 @@ export interface Page<A> {
   readonly last: Cursor | undefined
   /** Approximate characters the page took to transfer (drives the next page's size). */
   readonly chars: number
+  /** Rows in the page when `rows` holds them packed (one `LwwPage`); else `rows.length`. */
+  readonly count?: number
 }
 
 /** Characters one page should take: small enough to hold twice in memory, big enough to amortize a query. */
 const PAGE_CHAR_BUDGET = 8 * 1024 * 1024
+/**
+ * Characters per page for pages kept as one string while the map loads from it (SQLite LWW pages): small
+ * enough for V8 to allocate the string in the young generation (regular objects stop at 128 KiB; two
+ * bytes per character at worst), so a page that outlives a scavenge is not promoted, and with it a heap
+ * that grows by the whole store's size in dead pages.
+ */
+export const YOUNG_PAGE_CHAR_BUDGET = 48 * 1024
 const FIRST_PAGE_ROWS = 16
 
 /**
@@ -27,7 +36,8 @@ const FIRST_PAGE_ROWS = 16
  */
 export const pages = <A>(
   maxRows: number,
-  fetch: (cursor: Cursor | undefined, limit: number) => Effect.Effect<Page<A>, StorageError>
+  fetch: (cursor: Cursor | undefined, limit: number) => Effect.Effect<Page<A>, StorageError>,
+  charBudget: number = PAGE_CHAR_BUDGET
 ): Stream.Stream<ReadonlyArray<A>, StorageError> => {
   const max = Math.max(1, Math.floor(maxRows))
   return Stream.suspend(() => {
@@ -40,9 +50,10 @@ export const pages = <A>(
     })
   return Stream.paginateEffect(undefined as Cursor | undefined, (cursor) =>
     Effect.map(fetchAdaptive(cursor), (page) => {
-      if (page.rows.length > 0) {
-        const perRow = Math.max(1, page.chars / page.rows.length)
-        limit = Math.max(1, Math.min(max, Math.floor(PAGE_CHAR_BUDGET / perRow)))
+      const count = page.count ?? page.rows.length
+      if (count > 0) {
+        const perRow = Math.max(1, page.chars / count)
+        limit = Math.max(1, Math.min(max, Math.floor(charBudget / perRow)))
       }
       return [page.rows, page.last === undefined ? Option.none<Cursor | undefined>() : Option.some<Cursor | undefined>(page.last)] as const
     })).pipe(Stream.filter((rows) => rows.length > 0))
@@ -53,16 +64,24 @@ export const pages = <A>(
 export const mapChunks = (
   tombstones: Stream.Stream<ReadonlyArray<LoadedOrTombstone>, StorageError>,
   orRecords: Stream.Stream<ReadonlyArray<LoadedOrRecord>, StorageError>,
-  lww: Stream.Stream<ReadonlyArray<LwwRow>, StorageError>
+  lww: Stream.Stream<LoadedChunk, StorageError>
 ): Stream.Stream<LoadedChunk, StorageError> =>
   Stream.map(tombstones, (rows): LoadedChunk => ({ _tag: "OrTombstones", rows })).pipe(
     Stream.concat(Stream.map(orRecords, (rows): LoadedChunk => ({ _tag: "OrRecords", rows }))),
-    Stream.concat(Stream.map(lww, (rows): LoadedChunk => ({ _tag: "LwwRows", rows })))
+    Stream.concat(lww)
   )
+
+/** Flat LWW rows as chunks. */
+export const lwwRowChunks = (rows: Stream.Stream<ReadonlyArray<LwwRow>, StorageError>): Stream.Stream<LoadedChunk, StorageError> =>
+  Stream.map(rows, (rows): LoadedChunk => ({ _tag: "LwwRows", rows }))
 
 /** The LWW rows of a chunk as records (values parsed); `[]` for OR chunks. */
 export const loadedLwwOf = (chunk: LoadedChunk, ids: NodeIdInterner = new NodeIdInterner()): ReadonlyArray<LoadedLww> =>
-  chunk._tag === "Lww" ? chunk.rows : chunk._tag === "LwwRows" ? chunk.rows.map((r) => loadedOfLwwRow(ids, r)) : []
+  chunk._tag === "Lww"
+    ? chunk.rows
+    : chunk._tag === "LwwRows" || chunk._tag === "LwwPage"
+    ? chunk.rows.map((r) => loadedOfLwwRow(ids, r))
+    : []
 
 /** Gathers a streamed map into one `LoadedMap` (tests, small maps). */
 export const collectMap = (
@@ -77,7 +96,7 @@ export const collectMap = (
     const ids = new NodeIdInterner()
     yield* Stream.runForEach(chunks, (chunk) =>
       Effect.sync(() => {
-        if (chunk._tag === "Lww" || chunk._tag === "LwwRows") for (const row of loadedLwwOf(chunk, ids)) lww.push(row)
+        if (chunk._tag === "Lww" || chunk._tag === "LwwRows" || chunk._tag === "LwwPage") for (const row of loadedLwwOf(chunk, ids)) lww.push(row)
         else if (chunk._tag === "OrRecords") for (const row of chunk.rows) orRecords.push(row)
         else for (const row of chunk.rows) orTombstones.push(row)
       }))

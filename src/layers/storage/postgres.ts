@@ -15,7 +15,7 @@ import type { LoadedChunk, Storage, StorageService } from "../Storage.js"
 import { describeCause, StorageError } from "./errors.js"
 import { migrationsTableSql, runMigrations } from "./migrations.js"
 import { batchStatements, decodeOrRecord, decodeOrTombstone, isMapType, NodeIdInterner, postgresDialect, T, toLwwRow } from "./schema.js"
-import { collectMap, mapChunks, type Page, pages } from "./load.js"
+import { collectMap, lwwRowChunks, mapChunks, type Page, pages } from "./load.js"
 import { appendChangeRows, changeRowsFor, emptyChangedRows, recordReturned } from "../cluster/change-rows.js"
 
 export interface PostgresStorageOptions {
@@ -122,7 +122,7 @@ export const makePostgresStorage = (opts: PostgresStorageOptions) =>
         pages(chunkSize, fetchPage(name, tombFirst, tombNext, 1, -1, (r) => decodeOrTombstone(ids, r[0], r[1], r[2], r[3]))),
         pages(chunkSize, fetchPage(name, orFirst, orNext, 2, 2, (r) =>
           decodeOrRecord(ids, r[0], r[1], parseValue(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9]))),
-        pages(chunkSize, fetchPage(name, lwwFirst, lwwNext, 1, 1, (r) => toLwwRow(r as Array<unknown>)))
+        lwwRowChunks(pages(chunkSize, fetchPage(name, lwwFirst, lwwNext, 1, 1, (r) => toLwwRow(r as Array<unknown>))))
       )
     }
 

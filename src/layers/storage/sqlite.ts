@@ -24,11 +24,11 @@ import { pathToFileURL } from "node:url"
 import type { MapType } from "../../crdt/types.js"
 import type { LoadedChunk, Storage, StorageService } from "../Storage.js"
 import { describeCause, StorageError, storageError } from "./errors.js"
-import { collectMap, mapChunks, type Page, pages } from "./load.js"
+import { collectMap, mapChunks, type Page, pages, YOUNG_PAGE_CHAR_BUDGET } from "./load.js"
+import { LwwPage } from "./lww-page.js"
 import { migrationsTableSql, runMigrations } from "./migrations.js"
 import { SqliteWorkerClient } from "./sqlite-writer.js"
 import {
-  toLwwRow,
   decodeOrRecord,
   decodeOrTombstone,
   isMapType,
@@ -97,20 +97,20 @@ export const makeSqliteStorage = (opts: { readonly dataDir: string }) =>
      * aggregate costs ~40% of the load) and the keyset cursor is `max(<key>)`, exact whatever the order.
      * OR records need a (key, tag) cursor, so they keep the ordered aggregate and use the last element.
      */
-    const pageQuery = (table: string, cols: string, order: string, keyset: string | undefined) => {
+    const pageQuery = (table: string, cols: string, order: string, keyset: string | undefined, extra = "") => {
       const from = `FROM (SELECT * FROM ${table} WHERE map_name = ? ${keyset === undefined ? "" : `AND ${keyset}`} ORDER BY ${order} LIMIT ?)`
       return order.includes(",")
-        ? `SELECT json_group_array(json_array(${cols}) ORDER BY ${order}), NULL ${from}`
-        : `SELECT json_group_array(json_array(${cols})), max(${order}) ${from}`
+        ? `SELECT json_group_array(json_array(${cols}) ORDER BY ${order}), NULL${extra} ${from}`
+        : `SELECT json_group_array(json_array(${cols})), max(${order})${extra} ${from}`
     }
 
-    // The value goes out as JSON text (`json()` validates it; `|| ''` drops the JSON subtype so json_array
-    // embeds it as a string): the loading map keeps it as text, in `LwwRow` column order.
-    const LWW_COLS = "key, json(value) || '', ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id"
+    // `LwwRow` column order; `json()` validates the value and embeds it as JSON, which the loading map
+    // copies as text straight out of the page (lww-page.ts). The page also reports its row count.
+    const LWW_COLS = "key, json(value), ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id"
     const OR_COLS = "key, tag, ts_millis, ts_counter, ts_node_id, ttl_ms, stored_millis, stored_counter, stored_node_id, json(value)"
     const TOMB_COLS = "tag, stored_millis, stored_counter, stored_node_id"
-    const lwwFirst = pageQuery(T.lww, LWW_COLS, "key", undefined)
-    const lwwNext = pageQuery(T.lww, LWW_COLS, "key", "key > ?")
+    const lwwFirst = pageQuery(T.lww, LWW_COLS, "key", undefined, ", count(*)")
+    const lwwNext = pageQuery(T.lww, LWW_COLS, "key", "key > ?", ", count(*)")
     const orFirst = pageQuery(T.orRecords, OR_COLS, "key, tag", undefined)
     const orNext = pageQuery(T.orRecords, OR_COLS, "key, tag", "(key, tag) > (?, ?)")
     const tombFirst = pageQuery(T.orTombstones, TOMB_COLS, "tag", undefined)
@@ -163,6 +163,16 @@ export const makeSqliteStorage = (opts: { readonly dataDir: string }) =>
               try: (): Page<A> => {
                 const row = rows[0]
                 const text = String(row?.[0] ?? "[]")
+                if (decode === LWW_PAGE) {
+                  // Kept as text: the loading map scans it in place (lww-page.ts).
+                  const count = Number(row?.[2] ?? 0)
+                  return {
+                    rows: count === 0 ? [] : [new LwwPage(text, count) as A],
+                    last: count === 0 ? undefined : [row?.[1]],
+                    chars: text.length,
+                    count
+                  }
+                }
                 const arr = JSON.parse(text) as Array<Array<any>>
                 const max = row?.[1]
                 const last = arr.length === 0
@@ -177,12 +187,17 @@ export const makeSqliteStorage = (opts: { readonly dataDir: string }) =>
         )
     }
 
-    const streamMap = (name: string, chunkSize = 5000): Stream.Stream<LoadedChunk, StorageError> => {
+    /** `fetchPage`'s decoder for LWW pages: a marker, pages are not decoded row by row. */
+    const LWW_PAGE = (_row: Array<any>): LwwPage => {
+      throw new Error("LWW pages are scanned, not decoded")
+    }
+
+    const streamMap = (name: string, chunkSize = 1000): Stream.Stream<LoadedChunk, StorageError> => {
       const ids = new NodeIdInterner()
       return mapChunks(
         pages(chunkSize, fetchPage(name, tombFirst, tombNext, 1, (r) => decodeOrTombstone(ids, r[0], r[1], r[2], r[3]))),
         pages(chunkSize, fetchPage(name, orFirst, orNext, 2, (r) => decodeOrRecord(ids, r[0], r[1], r[9], r[2], r[3], r[4], r[5], r[6], r[7], r[8]))),
-        pages(chunkSize, fetchPage(name, lwwFirst, lwwNext, 1, toLwwRow))
+        pages(chunkSize, fetchPage(name, lwwFirst, lwwNext, 1, LWW_PAGE), YOUNG_PAGE_CHAR_BUDGET).pipe(Stream.flattenIterables)
       )
     }
 
