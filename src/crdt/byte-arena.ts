@@ -55,6 +55,8 @@ export const stringEquals = (buf: Buffer, at: number, word: number, s: string): 
   return true
 }
 
+const SPARE_CHUNKS = 2
+
 /** `n` rounded up to a multiple of 8 (every blob's footprint). */
 export const blobFootprint = (n: number): number => (n + 7) & ~7
 
@@ -65,6 +67,12 @@ export class ByteArena {
   offset = 0
   private readonly live: number[] = []
   private readonly freeIds: number[] = []
+  /**
+   * Released standard chunks kept for reuse (a few): a ring or a rewrite-heavy map frees and takes chunks
+   * all the time, and allocating fresh external memory each time makes V8 collect more often (it counts
+   * external allocation as memory pressure).
+   */
+  private readonly spare: Buffer[] = []
   private current = -1
   private position = 0
   private evacuating = -1
@@ -75,9 +83,9 @@ export class ByteArena {
    */
   constructor(private readonly evacuate?: (chunk: number) => void) {}
 
-  /** Bytes held in chunks (live or not yet reclaimed). */
+  /** Bytes held in chunks (live or not yet reclaimed, spares included). */
   get reservedBytes(): number {
-    let n = 0
+    let n = this.spare.length * ARENA_CHUNK_BYTES
     for (const c of this.chunks) if (c !== undefined) n += c.length
     return n
   }
@@ -122,12 +130,14 @@ export class ByteArena {
   private newChunk(size: number): number {
     const id = this.freeIds.pop() ?? this.chunks.length
     // allocUnsafeSlow: outside Node's shared pool, so releasing the chunk really returns its memory.
-    this.chunks[id] = Buffer.allocUnsafeSlow(size)
+    this.chunks[id] = (size === ARENA_CHUNK_BYTES ? this.spare.pop() : undefined) ?? Buffer.allocUnsafeSlow(size)
     this.live[id] = 0
     return id
   }
 
   private release(chunk: number): void {
+    const buf = this.chunks[chunk]!
+    if (buf.length === ARENA_CHUNK_BYTES && this.spare.length < SPARE_CHUNKS) this.spare.push(buf)
     this.chunks[chunk] = undefined
     this.live[chunk] = 0
     this.freeIds.push(chunk)

@@ -1,12 +1,12 @@
 /**
- * The LWW map's records and its Merkle tree (protocol.md §4.6) in columns, with keys and values off the
- * JS heap. A data grid holds millions of records; as JS objects each costs ~350 bytes and one more thing
- * for every garbage collection to trace. Here a record is a row index into typed-array columns
- * (timestamps, node ids, item hash, blob place) plus one blob in a `ByteArena`: the key (Latin-1, or
- * UTF-16 when it needs to be) followed by the value: MessagePack for written values, or the JSON text a
- * row was loaded with (so a cold start never builds the value objects). Values are decoded on read,
- * the way production data grids keep a binary in-memory format. ~180 bytes per record in total for
- * 100-byte values; a write allocates nothing that outlives it.
+ * The LWW map's records and its Merkle tree (protocol.md §4.6), with keys and values off the JS heap.
+ * A data grid holds millions of records; as JS objects each costs ~350 bytes and one more thing for
+ * every garbage collection to trace. Here a record is a 64-byte row in one typed array (timestamps,
+ * node ids, item hash, blob place: one cache line per write) plus one blob in a `ByteArena`: the key
+ * (Latin-1, or UTF-16 when it needs to be) followed by the value: MessagePack for written values, or the
+ * JSON text a row was loaded with (so a cold start never builds the value objects). Values are decoded
+ * on read, the way production data grids keep a binary in-memory format. ~190 bytes per record in total
+ * for 100-byte values; a write allocates nothing that outlives it.
  *
  * Lookup: an open-addressing table (linear probing, backward-shift deletion) over the rows, probed by
  * the key's `fnv1a` (which the Merkle tree needs anyway) and confirmed against the key bytes.
@@ -32,7 +32,28 @@ const FREE = 0xffffffff
 /** `valLen` of a tombstone (`value: null`); an encoded value is never empty. */
 const TOMBSTONE = 0
 
-/** Counter column value meaning "see `bigCounters`". */
+/**
+ * Row layout (64 bytes): f64 words [0] millis, [1] storedMillis; 32-bit words [4] counter, [5] storedCounter,
+ * [6] node id index, [7] storage node id index, [8] item hash (int32), [9] fnv1a(key) (int32), [10] arena
+ * chunk, [11] arena offset, [12] key string word (or FREE), [13] value word (value-codec.ts), [14] next
+ * row in the leaf (-1: none). Counters too big for 32 bits live in `bigCounters`.
+ */
+const ROW_WORDS = 16
+const F_MILLIS = 0
+const F_STORED_MILLIS = 1
+const W_COUNTER = 4
+const W_STORED_COUNTER = 5
+const W_NODE = 6
+const W_STORED_NODE = 7
+const W_ITEM_HASH = 8
+const W_KEY_HASH = 9
+const W_CHUNK = 10
+const W_OFFSET = 11
+const W_KEY_LEN = 12
+const W_VAL_LEN = 13
+const W_NEXT_IN_LEAF = 14
+
+/** Counter word meaning "see `bigCounters`". */
 const BIG_COUNTER = 0xffffffff
 
 /** `write`'s value: the JSON text range set by `putJson`. */
@@ -86,24 +107,15 @@ export class LwwStore {
   private top = 0
   private capacity = 0
   private readonly freeRows: number[] = []
-  private keyHash = new Int32Array(0)
-  private millis = new Float64Array(0)
-  /** HLC counters are small: 4 bytes, with the rare other value (≥ BIG_COUNTER, fractional…) in `bigCounters`. */
-  private counter = new Uint32Array(0)
-  private node = new Uint32Array(0)
-  private storedMillis = new Float64Array(0)
-  private storedCounter = new Uint32Array(0)
-  /** Counters that do not fit a Uint32 column, by row (record's: 2 * row, storage time's: 2 * row + 1). */
+  /**
+   * The rows: 64 bytes each, one cache line, so a write touches one line instead of one per column.
+   * Three views of one buffer; see the F_ / W_ layout constants.
+   */
+  private f64 = new Float64Array(0)
+  private u32 = new Uint32Array(0)
+  private i32 = new Int32Array(0)
+  /** Counters that do not fit their 32-bit word, by row (record's: 2 * row, storage time's: 2 * row + 1). */
   private readonly bigCounters = new Map<number, number>()
-  private storedNode = new Uint32Array(0)
-  /** `lwwItemHash(key, timestamp)` as int32. */
-  private itemHashes = new Int32Array(0)
-  private chunk = new Uint16Array(0)
-  private offset = new Uint32Array(0)
-  /** Key string word (byte-arena.ts), or FREE. */
-  private keyLen = new Uint32Array(0)
-  private valLen = new Uint32Array(0)
-  private nextInLeaf = new Int32Array(0)
   /** TTLs are rare: by row. */
   private readonly ttl = new Map<number, number>()
   private readonly nodeIds = new NodeIdTable()
@@ -145,7 +157,7 @@ export class LwwStore {
       const e = table[s]!
       if (e === 0) return -1
       const row = e - 1
-      if (this.keyHash[row] === (h | 0) && this.keyIs(row, key)) return row
+      if (this.i32[(row << 4) | W_KEY_HASH] === (h | 0) && this.keyIs(row, key)) return row
     }
   }
 
@@ -191,25 +203,25 @@ export class LwwStore {
     if (row < 0) {
       row = this.addRow(key, h, valWord)
       delta = next
-      this.node[row] = this.nodeIds.acquire(nodeId)
-      this.storedNode[row] = this.nodeIds.acquire(storedNodeId)
+      this.u32[(row << 4) | W_NODE] = this.nodeIds.acquire(nodeId)
+      this.u32[(row << 4) | W_STORED_NODE] = this.nodeIds.acquire(storedNodeId)
     } else {
-      delta = (next - (this.itemHashes[row]! >>> 0)) >>> 0
+      delta = (next - (this.i32[(row << 4) | W_ITEM_HASH]! >>> 0)) >>> 0
       this.placeValue(row, valWord)
-      this.node[row] = this.swapNode(this.node[row]!, nodeId)
-      this.storedNode[row] = this.swapNode(this.storedNode[row]!, storedNodeId)
+      this.u32[(row << 4) | W_NODE] = this.swapNode(this.u32[(row << 4) | W_NODE]!, nodeId)
+      this.u32[(row << 4) | W_STORED_NODE] = this.swapNode(this.u32[(row << 4) | W_STORED_NODE]!, storedNodeId)
     }
     if (value !== undefined) {
-      const buf = this.arena.chunks[this.chunk[row]!]!
-      const at = this.offset[row]! + this.keyBytes(row)
+      const buf = this.arena.chunks[this.u32[(row << 4) | W_CHUNK]!]!
+      const at = this.u32[(row << 4) | W_OFFSET]! + this.keyBytes(row)
       if (value === JSON_RANGE) writeUtf8(buf, at, this.jsonText, this.jsonStart, this.jsonEnd, wordBytes(valWord))
       else copyBytes(value, value.start, buf, at, value.end - value.start)
     }
-    this.millis[row] = millis
-    this.counter[row] = this.packCounter(2 * row, counter)
-    this.storedMillis[row] = storedMillis
-    this.storedCounter[row] = this.packCounter(2 * row + 1, storedCounter)
-    this.itemHashes[row] = next | 0
+    this.f64[(row << 3) | F_MILLIS] = millis
+    this.u32[(row << 4) | W_COUNTER] = this.packCounter(2 * row, counter)
+    this.f64[(row << 3) | F_STORED_MILLIS] = storedMillis
+    this.u32[(row << 4) | W_STORED_COUNTER] = this.packCounter(2 * row + 1, storedCounter)
+    this.i32[(row << 4) | W_ITEM_HASH] = next | 0
     if (ttlMs !== undefined) this.ttl.set(row, ttlMs)
     else if (this.ttl.size > 0) this.ttl.delete(row)
     this.addAlongPath(h, delta)
@@ -221,17 +233,17 @@ export class LwwStore {
     const row = this.find(key, h)
     if (row < 0) return false
     this.unlinkFromLeaf(row, h)
-    this.addAlongPath(h, -(this.itemHashes[row]! >>> 0) >>> 0)
+    this.addAlongPath(h, -(this.i32[(row << 4) | W_ITEM_HASH]! >>> 0) >>> 0)
     this.deleteFromTable(row)
-    this.arena.free(this.chunk[row]!, this.footprint(row))
-    this.nodeIds.release(this.node[row]!)
-    this.nodeIds.release(this.storedNode[row]!)
+    this.arena.free(this.u32[(row << 4) | W_CHUNK]!, this.footprint(row))
+    this.nodeIds.release(this.u32[(row << 4) | W_NODE]!)
+    this.nodeIds.release(this.u32[(row << 4) | W_STORED_NODE]!)
     this.ttl.delete(row)
     if (this.bigCounters.size > 0) {
       this.bigCounters.delete(2 * row)
       this.bigCounters.delete(2 * row + 1)
     }
-    this.keyLen[row] = FREE
+    this.u32[(row << 4) | W_KEY_LEN] = FREE
     this.freeRows.push(row)
     this.count--
     return true
@@ -241,18 +253,18 @@ export class LwwStore {
 
   /** Rows in use, ascending. */
   *rows(): Generator<number, void, undefined> {
-    for (let row = 0; row < this.top; row++) if (this.keyLen[row] !== FREE) yield row
+    for (let row = 0; row < this.top; row++) if (this.u32[(row << 4) | W_KEY_LEN] !== FREE) yield row
   }
 
   keyAt(row: number): string {
-    const len = this.keyLen[row]!
-    const buf = this.arena.chunks[this.chunk[row]!]!
-    const at = this.offset[row]!
+    const len = this.u32[(row << 4) | W_KEY_LEN]!
+    const buf = this.arena.chunks[this.u32[(row << 4) | W_CHUNK]!]!
+    const at = this.u32[(row << 4) | W_OFFSET]!
     return readString(buf, at, len)
   }
 
   isTombstone(row: number): boolean {
-    return this.valLen[row] === TOMBSTONE
+    return this.u32[(row << 4) | W_VAL_LEN] === TOMBSTONE
   }
 
   /** The row's TTL, or undefined. */
@@ -262,49 +274,49 @@ export class LwwStore {
 
   /** The stored value, decoded (null for a tombstone). */
   valueAt(row: number): unknown {
-    const word = this.valLen[row]!
+    const word = this.u32[(row << 4) | W_VAL_LEN]!
     if (word === TOMBSTONE) return null
-    const start = this.offset[row]! + this.keyBytes(row)
-    return decodeValueWord(this.arena.chunks[this.chunk[row]!]!, start, word)
+    const start = this.u32[(row << 4) | W_OFFSET]! + this.keyBytes(row)
+    return decodeValueWord(this.arena.chunks[this.u32[(row << 4) | W_CHUNK]!]!, start, word)
   }
 
   /** The row's value word (byte length | JSON_TEXT; 0 = tombstone). */
   valueWordAt(row: number): number {
-    return this.valLen[row]!
+    return this.u32[(row << 4) | W_VAL_LEN]!
   }
 
   /** The buffer holding the row's encoded value (which starts at `valueStartAt`). */
   valueBufferAt(row: number): Buffer {
-    return this.arena.chunks[this.chunk[row]!]!
+    return this.arena.chunks[this.u32[(row << 4) | W_CHUNK]!]!
   }
 
   valueStartAt(row: number): number {
-    return this.offset[row]! + this.keyBytes(row)
+    return this.u32[(row << 4) | W_OFFSET]! + this.keyBytes(row)
   }
 
   /** Whether the row holds a live value at `nowMs` (not a tombstone, not expired). */
   isVisibleAt(row: number, nowMs: number): boolean {
-    if (this.valLen[row] === TOMBSTONE) return false
+    if (this.u32[(row << 4) | W_VAL_LEN] === TOMBSTONE) return false
     const ttl = this.ttlAt(row)
-    return ttl === undefined || !(this.millis[row]! + ttl < nowMs)
+    return ttl === undefined || !(this.f64[(row << 3) | F_MILLIS]! + ttl < nowMs)
   }
 
   /** `compareTimestamps(ts, <the row's record timestamp>)`. */
   compareTo(ts: Timestamp, row: number): number {
-    return compareTimestampTo(ts, this.millis[row]!, this.counterAt(row), this.nodeIds.at(this.node[row]!))
+    return compareTimestampTo(ts, this.f64[(row << 3) | F_MILLIS]!, this.counterAt(row), this.nodeIds.at(this.u32[(row << 4) | W_NODE]!))
   }
 
   timestampAt(row: number): Timestamp {
-    return { millis: this.millis[row]!, counter: this.counterAt(row), nodeId: this.nodeIds.at(this.node[row]!) }
+    return { millis: this.f64[(row << 3) | F_MILLIS]!, counter: this.counterAt(row), nodeId: this.nodeIds.at(this.u32[(row << 4) | W_NODE]!) }
   }
 
   storedAtAt(row: number): Timestamp {
-    return { millis: this.storedMillis[row]!, counter: this.storedCounterAt(row), nodeId: this.nodeIds.at(this.storedNode[row]!) }
+    return { millis: this.f64[(row << 3) | F_STORED_MILLIS]!, counter: this.storedCounterAt(row), nodeId: this.nodeIds.at(this.u32[(row << 4) | W_STORED_NODE]!) }
   }
 
   /** `compareTimestamps(<the row's storage time>, ts)`. */
   compareStoredAt(row: number, ts: Timestamp): number {
-    return -compareTimestampTo(ts, this.storedMillis[row]!, this.storedCounterAt(row), this.nodeIds.at(this.storedNode[row]!))
+    return -compareTimestampTo(ts, this.f64[(row << 3) | F_STORED_MILLIS]!, this.storedCounterAt(row), this.nodeIds.at(this.u32[(row << 4) | W_STORED_NODE]!))
   }
 
   recordAt(row: number): LWWRecord {
@@ -319,7 +331,7 @@ export class LwwStore {
   /** Item hash of `key` (`lwwItemHash` of its record's timestamp), if present. */
   itemHash(key: string): number | undefined {
     const row = this.find(key, fnv1a(key))
-    return row < 0 ? undefined : this.itemHashes[row]! >>> 0
+    return row < 0 ? undefined : this.i32[(row << 4) | W_ITEM_HASH]! >>> 0
   }
 
   /** `{ childChar: childHash }` of the inner node at `path`; `{}` for a missing node or a leaf. */
@@ -364,13 +376,13 @@ export class LwwStore {
     const leaf = this.leafAt(path)
     const keys: string[] = []
     if (leaf < 0) return keys
-    for (let row = this.leafHead![leaf]!; row >= 0; row = this.nextInLeaf[row]!) keys.push(this.keyAt(row))
+    for (let row = this.leafHead![leaf]!; row >= 0; row = this.i32[(row << 4) | W_NEXT_IN_LEAF]!) keys.push(this.keyAt(row))
     return keys
   }
 
   // ---- internals --------------------------------------------------------------------------------------
 
-  /** The column value for `counter` (slot `big` in `bigCounters` when it does not fit). */
+  /** The word stored for `counter` (slot `big` in `bigCounters` when it does not fit). */
   private packCounter(big: number, counter: number): number {
     if (counter >= 0 && counter < BIG_COUNTER && Number.isInteger(counter)) {
       if (this.bigCounters.size > 0) this.bigCounters.delete(big)
@@ -381,25 +393,25 @@ export class LwwStore {
   }
 
   private counterAt(row: number): number {
-    const c = this.counter[row]!
+    const c = this.u32[(row << 4) | W_COUNTER]!
     return c === BIG_COUNTER ? this.bigCounters.get(2 * row)! : c
   }
 
   private storedCounterAt(row: number): number {
-    const c = this.storedCounter[row]!
+    const c = this.u32[(row << 4) | W_STORED_COUNTER]!
     return c === BIG_COUNTER ? this.bigCounters.get(2 * row + 1)! : c
   }
 
   private keyBytes(row: number): number {
-    return stringWordBytes(this.keyLen[row]!)
+    return stringWordBytes(this.u32[(row << 4) | W_KEY_LEN]!)
   }
 
   private footprint(row: number): number {
-    return blobFootprint(this.keyBytes(row) + (this.valLen[row]! & ~JSON_TEXT))
+    return blobFootprint(this.keyBytes(row) + (this.u32[(row << 4) | W_VAL_LEN]! & ~JSON_TEXT))
   }
 
   private keyIs(row: number, key: string): boolean {
-    return stringEquals(this.arena.chunks[this.chunk[row]!]!, this.offset[row]!, this.keyLen[row]!, key)
+    return stringEquals(this.arena.chunks[this.u32[(row << 4) | W_CHUNK]!]!, this.u32[(row << 4) | W_OFFSET]!, this.u32[(row << 4) | W_KEY_LEN]!, key)
   }
 
   private swapNode(held: number, id: string): number {
@@ -419,11 +431,11 @@ export class LwwStore {
     const c = this.arena.alloc(blobFootprint(stringWordBytes(keyWord) + valBytes))
     const at = this.arena.offset
     writeString(this.arena.chunks[c]!, at, key, keyWord)
-    this.chunk[row] = c
-    this.offset[row] = at
-    this.keyLen[row] = keyWord
-    this.valLen[row] = valWord
-    this.keyHash[row] = h
+    this.u32[(row << 4) | W_CHUNK] = c
+    this.u32[(row << 4) | W_OFFSET] = at
+    this.u32[(row << 4) | W_KEY_LEN] = keyWord
+    this.u32[(row << 4) | W_VAL_LEN] = valWord
+    this.i32[(row << 4) | W_KEY_HASH] = h
     if (2 * this.count > this.table.length) this.rehash(Math.max(16, this.table.length * 2))
     else this.insertIntoTable(row)
     this.linkIntoLeaf(row, h)
@@ -436,34 +448,33 @@ export class LwwStore {
     const keyBytes = this.keyBytes(row)
     const old = this.footprint(row)
     const needed = blobFootprint(keyBytes + valBytes)
-    const c = this.chunk[row]!
+    const c = this.u32[(row << 4) | W_CHUNK]!
     if (needed <= old) {
-      this.valLen[row] = valWord
+      this.u32[(row << 4) | W_VAL_LEN] = valWord
       this.arena.free(c, old - needed) // may evacuate this chunk, moving this row: done after valLen is set
       return
     }
-    const from = this.offset[row]!
+    const from = this.u32[(row << 4) | W_OFFSET]!
     const nc = this.arena.alloc(needed)
     const at = this.arena.offset
     copyBytes(this.arena.chunks[c]!, from, this.arena.chunks[nc]!, at, keyBytes)
-    this.chunk[row] = nc
-    this.offset[row] = at
-    this.valLen[row] = valWord
+    this.u32[(row << 4) | W_CHUNK] = nc
+    this.u32[(row << 4) | W_OFFSET] = at
+    this.u32[(row << 4) | W_VAL_LEN] = valWord
     this.arena.free(c, old)
   }
 
   /** Moves every blob of `c` elsewhere (the arena asked: `c` is mostly free space). */
   private evacuate(c: number): void {
-    const chunk = this.chunk
     for (let row = 0; row < this.top; row++) {
-      if (chunk[row] !== c || this.keyLen[row] === FREE) continue
+      if (this.u32[(row << 4) | W_CHUNK] !== c || this.u32[(row << 4) | W_KEY_LEN] === FREE) continue
       const size = this.footprint(row)
-      const from = this.offset[row]!
+      const from = this.u32[(row << 4) | W_OFFSET]!
       const nc = this.arena.alloc(size)
       const at = this.arena.offset
       copyBytes(this.arena.chunks[c]!, from, this.arena.chunks[nc]!, at, size)
-      chunk[row] = nc
-      this.offset[row] = at
+      this.u32[(row << 4) | W_CHUNK] = nc
+      this.u32[(row << 4) | W_OFFSET] = at
       this.arena.free(c, size)
       if (this.arena.chunks[c] === undefined) return // released: nothing left in it
     }
@@ -478,37 +489,24 @@ export class LwwStore {
 
   private grow(atLeast = 0): void {
     const n = Math.max(16, this.capacity * 2, atLeast)
-    const grown = <T extends Int32Array | Uint32Array | Uint16Array | Float64Array>(a: T, make: (n: number) => T): T => {
-      const b = make(n)
-      b.set(a)
-      return b
-    }
-    this.keyHash = grown(this.keyHash, (k) => new Int32Array(k))
-    this.millis = grown(this.millis, (k) => new Float64Array(k))
-    this.counter = grown(this.counter, (k) => new Uint32Array(k))
-    this.node = grown(this.node, (k) => new Uint32Array(k))
-    this.storedMillis = grown(this.storedMillis, (k) => new Float64Array(k))
-    this.storedCounter = grown(this.storedCounter, (k) => new Uint32Array(k))
-    this.storedNode = grown(this.storedNode, (k) => new Uint32Array(k))
-    this.itemHashes = grown(this.itemHashes, (k) => new Int32Array(k))
-    this.chunk = grown(this.chunk, (k) => new Uint16Array(k))
-    this.offset = grown(this.offset, (k) => new Uint32Array(k))
-    this.keyLen = grown(this.keyLen, (k) => new Uint32Array(k))
-    this.valLen = grown(this.valLen, (k) => new Uint32Array(k))
-    this.nextInLeaf = grown(this.nextInLeaf, (k) => new Int32Array(k))
+    const u32 = new Uint32Array(n * ROW_WORDS)
+    u32.set(this.u32)
+    this.u32 = u32
+    this.f64 = new Float64Array(u32.buffer)
+    this.i32 = new Int32Array(u32.buffer)
     this.capacity = n
   }
 
   private rehash(size: number): void {
     this.table = new Int32Array(size)
     this.shift = 32 - Math.log2(size)
-    for (let row = 0; row < this.top; row++) if (this.keyLen[row] !== FREE) this.insertIntoTable(row)
+    for (let row = 0; row < this.top; row++) if (this.u32[(row << 4) | W_KEY_LEN] !== FREE) this.insertIntoTable(row)
   }
 
   private insertIntoTable(row: number): void {
     const table = this.table
     const mask = table.length - 1
-    let s = home(this.keyHash[row]!, this.shift)
+    let s = home(this.i32[(row << 4) | W_KEY_HASH]!, this.shift)
     while (table[s] !== 0) s = (s + 1) & mask
     table[s] = row + 1
   }
@@ -517,11 +515,11 @@ export class LwwStore {
   private deleteFromTable(row: number): void {
     const table = this.table
     const mask = table.length - 1
-    let s = home(this.keyHash[row]!, this.shift)
+    let s = home(this.i32[(row << 4) | W_KEY_HASH]!, this.shift)
     while (table[s] !== row + 1) s = (s + 1) & mask
     let hole = s
     for (let j = (hole + 1) & mask; table[j] !== 0; j = (j + 1) & mask) {
-      const want = home(this.keyHash[table[j]! - 1]!, this.shift)
+      const want = home(this.i32[((table[j]! - 1) << 4) | W_KEY_HASH], this.shift)
       // Move the entry at j into the hole unless its home lies cyclically in (hole, j].
       const stays = hole <= j ? hole < want && want <= j : hole < want || want <= j
       if (!stays) {
@@ -560,7 +558,7 @@ export class LwwStore {
       if (seqs[n2] === 0) seqs[n2] = this.nextSeq++
       this.leafSeq![leaf] = this.nextSeq++
     }
-    this.nextInLeaf[row] = this.leafHead![leaf]!
+    this.i32[(row << 4) | W_NEXT_IN_LEAF] = this.leafHead![leaf]!
     this.leafHead![leaf] = row
   }
 
@@ -568,12 +566,12 @@ export class LwwStore {
     const leaf = h >>> 20
     const head = this.leafHead!
     if (head[leaf] === row) {
-      head[leaf] = this.nextInLeaf[row]!
+      head[leaf] = this.i32[(row << 4) | W_NEXT_IN_LEAF]!
       return
     }
     let prev = head[leaf]!
-    while (this.nextInLeaf[prev] !== row) prev = this.nextInLeaf[prev]!
-    this.nextInLeaf[prev] = this.nextInLeaf[row]!
+    while (this.i32[(prev << 4) | W_NEXT_IN_LEAF] !== row) prev = this.i32[(prev << 4) | W_NEXT_IN_LEAF]!
+    this.i32[(prev << 4) | W_NEXT_IN_LEAF] = this.i32[(row << 4) | W_NEXT_IN_LEAF]!
   }
 
   private addAlongPath(h: number, delta: number): void {

@@ -52,45 +52,41 @@ const firstOf = (v: unknown): unknown => (Array.isArray(v) ? v[0] : v)
 class Ring {
   private readonly types: Uint8Array
   private readonly mapNames: Array<string | undefined>
-  /** Keys as bytes in `arena` (string words, byte-arena.ts): the ring keeps no key string alive. */
+  /**
+   * Each event's key and, for LWW maps, its value and previous value as the bytes the map stores them
+   * in, in one blob of `arena`: `[key][value][previous]`, described by three words (byte-arena.ts string
+   * word for the key, value-codec.ts words for the values; 0 = none). The ring keeps no key string or
+   * value object alive.
+   */
+  private readonly blobChunks: Uint16Array
+  private readonly blobOffsets: Uint32Array
   private readonly keyWords: Uint32Array
-  private readonly keyChunks: Uint16Array
-  private readonly keyOffsets: Uint32Array
-  /** Writers' node ids repeat: one string per id. */
-  private readonly ids = new NodeIdInterner()
+  private readonly valueWords: Uint32Array
+  private readonly previousWords: Uint32Array
+  /** Events leave in order, so chunks empty in order: no evacuation needed. */
+  private readonly arena = new ByteArena()
   /** Values as objects (OR maps, or when the map gave no encoded copy). */
   private readonly values: Array<unknown>
   private readonly previousValues: Array<unknown>
-  /** Values as bytes in `arena`: value words (value-codec.ts; 0 = none), chunk and offset. */
-  private readonly valueWords: Uint32Array
-  private readonly valueChunks: Uint16Array
-  private readonly valueOffsets: Uint32Array
-  private readonly previousWords: Uint32Array
-  private readonly previousChunks: Uint16Array
-  private readonly previousOffsets: Uint32Array
-  /** Events leave in order, so chunks empty in order: no evacuation needed. */
-  private readonly arena = new ByteArena()
   // Timestamps flattened too: the ring must not keep the client's timestamp objects alive.
   private readonly millis: Float64Array
   private readonly counters: Float64Array
   private readonly nodeIds: Array<string | undefined>
+  /** Writers' node ids repeat: one string per id. */
+  private readonly ids = new NodeIdInterner()
   private start = 0
   size = 0
   firstSeq = 0
   constructor(readonly capacity: number) {
     this.types = new Uint8Array(capacity)
     this.mapNames = new Array(capacity)
+    this.blobChunks = new Uint16Array(capacity)
+    this.blobOffsets = new Uint32Array(capacity)
     this.keyWords = new Uint32Array(capacity)
-    this.keyChunks = new Uint16Array(capacity)
-    this.keyOffsets = new Uint32Array(capacity)
+    this.valueWords = new Uint32Array(capacity)
+    this.previousWords = new Uint32Array(capacity)
     this.values = new Array(capacity)
     this.previousValues = new Array(capacity)
-    this.valueWords = new Uint32Array(capacity)
-    this.valueChunks = new Uint16Array(capacity)
-    this.valueOffsets = new Uint32Array(capacity)
-    this.previousWords = new Uint32Array(capacity)
-    this.previousChunks = new Uint16Array(capacity)
-    this.previousOffsets = new Uint32Array(capacity)
     this.millis = new Float64Array(capacity)
     this.counters = new Float64Array(capacity)
     this.nodeIds = new Array(capacity)
@@ -105,35 +101,40 @@ class Ring {
       slot = this.start
       this.start = (this.start + 1) % this.capacity
       this.firstSeq++
-      this.release(slot)
+      this.arena.free(this.blobChunks[slot]!, this.footprint(slot))
     }
     const removal = change.eventType === "REMOVE" || change.eventType === "OR_REMOVE"
     this.mapNames[slot] = change.mapName
-    const keyWord = stringWord(change.key)
-    this.keyChunks[slot] = this.arena.alloc(blobFootprint(stringWordBytes(keyWord)))
-    this.keyOffsets[slot] = this.arena.offset
-    this.keyWords[slot] = keyWord
-    writeString(this.arena.chunks[this.keyChunks[slot]!]!, this.arena.offset, change.key, keyWord)
+    const key = change.key
+    const keyWord = stringWord(key)
+    const keyBytes = stringWordBytes(keyWord)
     const encoded = change.encoded
-    if (encoded !== undefined && encoded.key === change.key) {
+    let valueWord = 0
+    let previousWord = 0
+    if (encoded !== undefined && encoded.key === key) {
       this.types[slot] = removal ? DELETE : encoded.previousWord === 0 ? PUT : UPDATE
       this.values[slot] = undefined
       this.previousValues[slot] = undefined
-      if (!removal && change.after !== undefined) {
-        this.valueWords[slot] = this.copy(encoded.valueBuf, encoded.valueStart, encoded.valueWord)
-        this.valueChunks[slot] = this.copiedChunk
-        this.valueOffsets[slot] = this.arena.offset
-      }
-      if (encoded.previousWord !== 0) {
-        this.previousWords[slot] = this.copy(encoded.previousBuf, 0, encoded.previousWord)
-        this.previousChunks[slot] = this.copiedChunk
-        this.previousOffsets[slot] = this.arena.offset
-      }
+      if (!removal && change.after !== undefined) valueWord = encoded.valueWord
+      previousWord = encoded.previousWord
     } else {
       this.types[slot] = removal ? DELETE : change.before === undefined ? PUT : UPDATE
       this.values[slot] = change.eventType === "OR_ADD" ? change.orRecord!.value : removal ? undefined : change.after
       this.previousValues[slot] = firstOf(change.before)
     }
+    const valueBytes = wordBytes(valueWord)
+    const previousBytes = wordBytes(previousWord)
+    const chunk = this.arena.alloc(blobFootprint(keyBytes + valueBytes + previousBytes))
+    const at = this.arena.offset
+    const buf = this.arena.chunks[chunk]!
+    writeString(buf, at, key, keyWord)
+    if (valueBytes > 0) copyBytes(encoded!.valueBuf, encoded!.valueStart, buf, at + keyBytes, valueBytes)
+    if (previousBytes > 0) copyBytes(encoded!.previousBuf, 0, buf, at + keyBytes + valueBytes, previousBytes)
+    this.blobChunks[slot] = chunk
+    this.blobOffsets[slot] = at
+    this.keyWords[slot] = keyWord
+    this.valueWords[slot] = valueWord
+    this.previousWords[slot] = previousWord
     // An OR removal carries no record timestamp: the time the server stored it stands in.
     const timestamp = change.record?.timestamp ?? change.orRecord?.timestamp ?? change.storedAt
     this.millis[slot] = timestamp.millis
@@ -142,38 +143,24 @@ class Ring {
   }
   at(i: number): JournalEntry {
     const slot = (this.start + i) % this.capacity
+    const buf = this.arena.chunks[this.blobChunks[slot]!]!
+    const at = this.blobOffsets[slot]!
+    const keyWord = this.keyWords[slot]!
     const valueWord = this.valueWords[slot]!
     const previousWord = this.previousWords[slot]!
+    const valueAt = at + stringWordBytes(keyWord)
     return {
       seq: this.firstSeq + i,
       type: JOURNAL_TYPES[this.types[slot]!]!,
       mapName: this.mapNames[slot]!,
-      key: readString(this.arena.chunks[this.keyChunks[slot]!]!, this.keyOffsets[slot]!, this.keyWords[slot]!),
-      value: valueWord === 0 ? this.values[slot] : decodeValueWord(this.arena.chunks[this.valueChunks[slot]!]!, this.valueOffsets[slot]!, valueWord),
-      previousValue: previousWord === 0
-        ? this.previousValues[slot]
-        : decodeValueWord(this.arena.chunks[this.previousChunks[slot]!]!, this.previousOffsets[slot]!, previousWord),
+      key: readString(buf, at, keyWord),
+      value: valueWord === 0 ? this.values[slot] : decodeValueWord(buf, valueAt, valueWord),
+      previousValue: previousWord === 0 ? this.previousValues[slot] : decodeValueWord(buf, valueAt + wordBytes(valueWord), previousWord),
       timestamp: { millis: this.millis[slot]!, counter: this.counters[slot]!, nodeId: this.nodeIds[slot]! }
     }
   }
-  /** Chunk of the last `copy` (its offset is `arena.offset`). */
-  private copiedChunk = 0
-  /** Copies the value `word` describes from `buf[start]` into the arena; returns the word. */
-  private copy(buf: Buffer, start: number, word: number): number {
-    const n = wordBytes(word)
-    this.copiedChunk = this.arena.alloc(blobFootprint(n))
-    copyBytes(buf, start, this.arena.chunks[this.copiedChunk]!, this.arena.offset, n)
-    return word
-  }
-  /** Frees the bytes of the event in `slot` (about to be overwritten). */
-  private release(slot: number): void {
-    const v = this.valueWords[slot]!
-    const p = this.previousWords[slot]!
-    this.valueWords[slot] = 0
-    this.previousWords[slot] = 0
-    this.arena.free(this.keyChunks[slot]!, blobFootprint(stringWordBytes(this.keyWords[slot]!)))
-    if (v !== 0) this.arena.free(this.valueChunks[slot]!, blobFootprint(wordBytes(v)))
-    if (p !== 0) this.arena.free(this.previousChunks[slot]!, blobFootprint(wordBytes(p)))
+  private footprint(slot: number): number {
+    return blobFootprint(stringWordBytes(this.keyWords[slot]!) + wordBytes(this.valueWords[slot]!) + wordBytes(this.previousWords[slot]!))
   }
   /** Index of the first entry with seq >= `seq`. */
   lowerBound(seq: number): number {

@@ -239,8 +239,9 @@ describe("values stored encoded", () => {
     expect(map.size).toBe(model.size)
     for (const [key, value] of model) expect(map.visibleValue(key, 0)).toEqual(value)
     expect(new Map(map.visibleEntries(0))).toEqual(model)
-    // live data is ~2,000 × ≤ 250 bytes; 30 rounds wrote ~30×: the arena must have reclaimed
-    expect(map.merkle.arenaBytes).toBeLessThanOrEqual(4 * ARENA_CHUNK_BYTES)
+    // live data is ~2,000 × ≤ 250 bytes; 30 rounds wrote ~30× that (~15 chunks): the arena must have
+    // reclaimed (a chunk or two in use, the current one, two spares)
+    expect(map.merkle.arenaBytes).toBeLessThanOrEqual(6 * ARENA_CHUNK_BYTES)
   })
 
   it("finds every key after random inserts and deletes (open addressing with backward-shift deletion)", () => {
