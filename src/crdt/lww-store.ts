@@ -14,7 +14,7 @@
  * Merkle read API (`rootHash`, `getBuckets`, `isLeaf`, `leafKeys`, `itemHash`, `size`) answers exactly as a
  * `MerkleTree` fed `lwwItemHash(key, timestamp)` for the same keys, including the order of bucket keys
  * (node creation order) and the emptied-node rule (nodes are never removed; an emptied node hashes to 0).
- * Each depth-3 leaf chains its rows through `nextInLeaf`.
+ * Each depth-3 leaf chains its rows in both directions (a removal unlinks in O(1)).
  *
  * Row order: rows are appended, and a row freed by `remove` is reused, so scans run in insertion order
  * until keys are removed (GC prune).
@@ -35,8 +35,8 @@ const TOMBSTONE = 0
 /**
  * Row layout (64 bytes): f64 words [0] millis, [1] storedMillis; 32-bit words [4] counter, [5] storedCounter,
  * [6] node id index, [7] storage node id index, [8] item hash (int32), [9] fnv1a(key) (int32), [10] arena
- * chunk, [11] arena offset, [12] key string word (or FREE), [13] value word (value-codec.ts), [14] next
- * row in the leaf (-1: none). Counters too big for 32 bits live in `bigCounters`.
+ * chunk, [11] arena offset, [12] key string word (or FREE), [13] value word (value-codec.ts), [14] / [15]
+ * next / previous row in the leaf (-1: none). Counters too big for 32 bits live in `bigCounters`.
  */
 const ROW_WORDS = 16
 const F_MILLIS = 0
@@ -52,6 +52,7 @@ const W_OFFSET = 11
 const W_KEY_LEN = 12
 const W_VAL_LEN = 13
 const W_NEXT_IN_LEAF = 14
+const W_PREV_IN_LEAF = 15
 
 /** Counter word meaning "see `bigCounters`". */
 const BIG_COUNTER = 0xffffffff
@@ -558,20 +559,19 @@ export class LwwStore {
       if (seqs[n2] === 0) seqs[n2] = this.nextSeq++
       this.leafSeq![leaf] = this.nextSeq++
     }
-    this.i32[(row << 4) | W_NEXT_IN_LEAF] = this.leafHead![leaf]!
+    const next = this.leafHead![leaf]!
+    this.i32[(row << 4) | W_NEXT_IN_LEAF] = next
+    this.i32[(row << 4) | W_PREV_IN_LEAF] = -1
+    if (next >= 0) this.i32[(next << 4) | W_PREV_IN_LEAF] = row
     this.leafHead![leaf] = row
   }
 
   private unlinkFromLeaf(row: number, h: number): void {
-    const leaf = h >>> 20
-    const head = this.leafHead!
-    if (head[leaf] === row) {
-      head[leaf] = this.i32[(row << 4) | W_NEXT_IN_LEAF]!
-      return
-    }
-    let prev = head[leaf]!
-    while (this.i32[(prev << 4) | W_NEXT_IN_LEAF] !== row) prev = this.i32[(prev << 4) | W_NEXT_IN_LEAF]!
-    this.i32[(prev << 4) | W_NEXT_IN_LEAF] = this.i32[(row << 4) | W_NEXT_IN_LEAF]!
+    const next = this.i32[(row << 4) | W_NEXT_IN_LEAF]!
+    const prev = this.i32[(row << 4) | W_PREV_IN_LEAF]!
+    if (prev < 0) this.leafHead![h >>> 20] = next
+    else this.i32[(prev << 4) | W_NEXT_IN_LEAF] = next
+    if (next >= 0) this.i32[(next << 4) | W_PREV_IN_LEAF] = prev
   }
 
   private addAlongPath(h: number, delta: number): void {
