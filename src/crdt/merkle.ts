@@ -141,8 +141,8 @@ export function lwwItemHashOf(keyHash: number, millis: number, counter: number, 
 
 const COLON = 58
 const FNV_PRIME = 0x01000193
-/** Decimal digits of one number below 1e8, least significant first (reused: hashing is synchronous). */
-const digitScratch = new Uint8Array(8)
+/** Decimal digits, least significant first (reused: hashing is synchronous). */
+const digitScratch = new Uint8Array(16)
 
 function fnv1aCodeUnit(hash: number, code: number): number {
   return Math.imul(hash ^ code, FNV_PRIME) >>> 0
@@ -154,8 +154,20 @@ function fnv1aCodeUnit(hash: number, code: number): number {
  * is what keeps this cheaper than formatting the number.
  */
 function fnv1aNumber(hash: number, n: number): number {
+  if (n === lastLong) return fnv1aDigitsOf(hash, lastLongDigits, lastLongLength)
   if (!(Number.isSafeInteger(n) && n >= 0)) return fnv1aUpdate(hash, String(n))
   if (n < 1e8) return fnv1aDigits(hash, n, 1)
+  rememberLong(n)
+  return fnv1aDigitsOf(hash, lastLongDigits, lastLongLength)
+}
+
+// The last number of 9+ digits hashed, as digits (most significant first): timestamps in a batch share
+// their millis, and splitting a double into digits is the costly part.
+let lastLong = -1
+let lastLongLength = 0
+const lastLongDigits = new Uint8Array(16)
+
+function rememberLong(n: number): void {
   let high = Math.floor(n / 1e8)
   let low = n - high * 1e8 // exact: both terms are safe integers
   if (low < 0) {
@@ -165,7 +177,27 @@ function fnv1aNumber(hash: number, n: number): number {
     high += 1
     low -= 1e8
   }
-  return fnv1aDigits(fnv1aDigits(hash, high, 1), low, 8)
+  let len = 0
+  for (let rest = low | 0, i = 0; i < 8; i++) {
+    const quotient = (rest / 10) | 0
+    digitScratch[len++] = rest - quotient * 10
+    rest = quotient
+  }
+  let rest = high | 0
+  do {
+    const quotient = (rest / 10) | 0
+    digitScratch[len++] = rest - quotient * 10
+    rest = quotient
+  } while (rest > 0)
+  for (let i = 0; i < len; i++) lastLongDigits[i] = digitScratch[len - 1 - i]!
+  lastLongLength = len
+  lastLong = n
+}
+
+function fnv1aDigitsOf(hash: number, digits: Uint8Array, length: number): number {
+  let h = hash
+  for (let i = 0; i < length; i++) h = Math.imul(h ^ (48 + digits[i]!), FNV_PRIME)
+  return h >>> 0
 }
 
 /** Continues an FNV-1a hash with the decimal digits of `v` (0 <= v < 1e8), zero-padded to `minDigits`. */
