@@ -236,7 +236,6 @@ export class LwwStore {
     this.unlinkFromLeaf(row, h)
     this.addAlongPath(h, -(this.i32[(row << 4) | W_ITEM_HASH]! >>> 0) >>> 0)
     this.deleteFromTable(row)
-    this.arena.free(this.u32[(row << 4) | W_CHUNK]!, this.footprint(row))
     this.nodeIds.release(this.u32[(row << 4) | W_NODE]!)
     this.nodeIds.release(this.u32[(row << 4) | W_STORED_NODE]!)
     this.ttl.delete(row)
@@ -244,9 +243,13 @@ export class LwwStore {
       this.bigCounters.delete(2 * row)
       this.bigCounters.delete(2 * row + 1)
     }
+    const chunk = this.u32[(row << 4) | W_CHUNK]!
+    const size = this.footprint(row)
+    // Free the row before its bytes: giving them back may evacuate the chunk, which moves live rows only.
     this.u32[(row << 4) | W_KEY_LEN] = FREE
     this.freeRows.push(row)
     this.count--
+    this.arena.free(chunk, size)
     return true
   }
 

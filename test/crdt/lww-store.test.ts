@@ -244,6 +244,55 @@ describe("values stored encoded", () => {
     expect(map.merkle.arenaBytes).toBeLessThanOrEqual(6 * ARENA_CHUNK_BYTES)
   })
 
+  it("keeps every value readable while deletes empty whole chunks (a delete may move the chunk's other blobs)", () => {
+    const map = new LWWMap()
+    const value = (i: number) => ({ i, pad: "q".repeat(100 + (i % 7)) })
+    const n = 30_000 // ~4 MB of blobs: several full chunks
+    for (let i = 0; i < n; i++) map.merge(`key-${i}`, { value: value(i), timestamp: ts(1, i) }, ts(1, i))
+    const alive = new Set(Array.from({ length: n }, (_, i) => i))
+    // delete in an order that drains chunks unevenly, checking neighbours as chunks fall under a quarter live
+    for (let i = 0; i < n; i++) {
+      if (i % 5 === 4) continue
+      map.delete(`key-${i}`)
+      alive.delete(i)
+      if (i % 997 === 0) for (const j of [...alive].slice(0, 50)) expect(map.visibleValue(`key-${j}`, 0)).toEqual(value(j))
+    }
+    expect(map.size).toBe(alive.size)
+    for (const j of alive) expect(map.visibleValue(`key-${j}`, 0)).toEqual(value(j))
+    expect(map.merkle.arenaBytes).toBeLessThanOrEqual(4 * ARENA_CHUNK_BYTES)
+  })
+
+  it("matches a model under a long random mix of growing, shrinking, tombstoning and deleting writes", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 2 ** 31 }), (seed) => {
+        let x = seed
+        const rand = (n: number) => {
+          x = (Math.imul(x, 1103515245) + 12345) >>> 0
+          return x % n
+        }
+        const map = new LWWMap()
+        const model = new Map<string, unknown>()
+        for (let t = 1; t <= 40_000; t++) {
+          const key = `k${rand(3_000)}`
+          const r = rand(10)
+          if (r === 0) {
+            map.delete(key)
+            model.delete(key)
+          } else {
+            // now and then a value bigger than a quarter chunk (a chunk of its own)
+            const size = r === 9 && rand(40) === 0 ? 300_000 : rand(r < 5 ? 40 : 3_000)
+            const value = r === 1 ? null : { t, pad: "z".repeat(size) }
+            map.merge(key, { value, timestamp: ts(t) }, ts(t))
+            model.set(key, value)
+          }
+        }
+        expect(map.size).toBe(model.size)
+        for (const [key, value] of model) expect(map.get(key)!.record.value).toEqual(value)
+      }),
+      { numRuns: 3 }
+    )
+  })
+
   it("finds every key after random inserts and deletes (open addressing with backward-shift deletion)", () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 300 })), { maxLength: 800 }), (ops) => {
