@@ -50,11 +50,15 @@ export class LastWrite {
   previousWord = 0
 }
 
+/** `LastWrite.previousBuf` size kept between writes; a bigger previous value gets a buffer of its own. */
+const PREVIOUS_SCRATCH = 64 * 1024
+
 /** Copies the value of `row` into `last.previousBuf` (before the write replaces it in place). */
 const saveBytes = (last: LastWrite, store: LwwStore, row: number): void => {
   const word = store.valueWordAt(row)
   const n = wordBytes(word)
-  if (last.previousBuf.length < n) last.previousBuf = Buffer.allocUnsafeSlow(Math.max(256, 2 * n))
+  const size = last.previousBuf.length
+  if (n > size || (size > PREVIOUS_SCRATCH && n <= PREVIOUS_SCRATCH)) last.previousBuf = Buffer.allocUnsafeSlow(Math.max(n, PREVIOUS_SCRATCH))
   const start = store.valueStartAt(row)
   copyBytes(store.valueBufferAt(row), start, last.previousBuf, 0, n)
   last.previousWord = word
@@ -164,12 +168,6 @@ export class LWWMap {
     const store = this.merkle
     const row = store.find(key, fnv1a(key))
     return row >= 0 && store.isVisibleAt(row, nowMs) ? store.valueAt(row) : undefined
-  }
-
-  /** Whether `key` has a visible value at `nowMs` (decodes nothing). */
-  hasVisible(key: string, nowMs: number): boolean {
-    const row = this.merkle.find(key, fnv1a(key))
-    return row >= 0 && this.merkle.isVisibleAt(row, nowMs)
   }
 
   /** Every key with a visible value at `nowMs`, with that value. */

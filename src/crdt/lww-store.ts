@@ -484,15 +484,8 @@ export class LwwStore {
     }
   }
 
-  /** Makes room for `rows` rows at once (a load that knows its size skips the doublings and their garbage). */
-  reserve(rows: number): void {
-    if (rows > this.capacity) this.grow(rows)
-    const slots = 2 ** Math.ceil(Math.log2(Math.max(16, 2 * rows)))
-    if (slots > this.table.length) this.rehash(slots)
-  }
-
-  private grow(atLeast = 0): void {
-    const n = Math.max(16, this.capacity * 2, atLeast)
+  private grow(): void {
+    const n = Math.max(16, this.capacity * 2)
     const u32 = new Uint32Array(n * ROW_WORDS)
     u32.set(this.u32)
     this.u32 = u32

@@ -39,6 +39,26 @@ export interface VisibleRow {
  * `mergeOrKey`, which merge, stamp `storedAt`, publish the change and stage its persistence — so no
  * path can forget fan-out or storage.
  */
+/**
+ * The greatest (finite) timestamp of a loaded chunk: the HLC must pass every loaded timestamp, and
+ * observing the chunk's maximum once does that.
+ */
+class LatestStamp {
+  private millis = Number.NEGATIVE_INFINITY
+  private counter = 0
+  private nodeId = ""
+  observe(millis: number, counter: number, nodeId: string): void {
+    if (Number.isFinite(millis) && Number.isFinite(counter) && (millis > this.millis || (millis === this.millis && counter > this.counter))) {
+      this.millis = millis
+      this.counter = counter
+      this.nodeId = nodeId
+    }
+  }
+  passTo(hlc: { readonly update: (ts: Timestamp) => unknown }): void {
+    if (this.millis !== Number.NEGATIVE_INFINITY) hlc.update({ millis: this.millis, counter: this.counter, nodeId: this.nodeId })
+  }
+}
+
 export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
   effect: Effect.gen(function* () {
     const hlc = (yield* Hlc).clock
@@ -81,51 +101,32 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
           for (const row of chunk.rows) state.or.loadRecord(row.key, row.record, row.storedAt)
           return
         case "Lww": {
-          // The HLC must pass every loaded timestamp; observing the chunk's maximum once does that.
-          let latest: Timestamp | undefined
+          const latest = new LatestStamp()
           for (const row of chunk.rows) {
             state.lww.load(row.key, row.record, row.storedAt)
-            const ts = row.record.timestamp
-            if (Number.isFinite(ts.millis) && Number.isFinite(ts.counter) &&
-              (latest === undefined || ts.millis > latest.millis || (ts.millis === latest.millis && ts.counter > latest.counter))) {
-              latest = ts
-            }
+            latest.observe(row.record.timestamp.millis, row.record.timestamp.counter, row.record.timestamp.nodeId)
           }
-          if (latest !== undefined) hlc.update(latest)
+          latest.passTo(hlc)
           return
         }
         case "LwwRows": {
-          let latestMillis = Number.NEGATIVE_INFINITY
-          let latestCounter = 0
-          let latestNode = ""
+          const latest = new LatestStamp()
           for (const r of chunk.rows) {
             const json = r[1]
             state.lww.loadJson(r[0], json ?? "", json === null ? -1 : 0, json?.length ?? 0, r[2], r[3], r[4], r[5] ?? undefined, r[6], r[7], r[8])
-            const millis = r[2]
-            const counter = r[3]
-            if (Number.isFinite(millis) && Number.isFinite(counter) && (millis > latestMillis || (millis === latestMillis && counter > latestCounter))) {
-              latestMillis = millis
-              latestCounter = counter
-              latestNode = r[4]
-            }
+            latest.observe(r[2], r[3], r[4])
           }
-          if (latestMillis !== Number.NEGATIVE_INFINITY) hlc.update({ millis: latestMillis, counter: latestCounter, nodeId: latestNode })
+          latest.passTo(hlc)
           return
         }
         case "LwwPage": {
-          let latestMillis = Number.NEGATIVE_INFINITY
-          let latestCounter = 0
-          let latestNode = ""
+          const latest = new LatestStamp()
           const lww = state.lww
           chunk.scan((key, text, vs, ve, millis, counter, nodeId, ttlMs, sm, sc, sn) => {
             lww.loadJson(key, text, vs, ve, millis, counter, nodeId, ttlMs, sm, sc, sn)
-            if (Number.isFinite(millis) && Number.isFinite(counter) && (millis > latestMillis || (millis === latestMillis && counter > latestCounter))) {
-              latestMillis = millis
-              latestCounter = counter
-              latestNode = nodeId
-            }
+            latest.observe(millis, counter, nodeId)
           })
-          if (latestMillis !== Number.NEGATIVE_INFINITY) hlc.update({ millis: latestMillis, counter: latestCounter, nodeId: latestNode })
+          latest.passTo(hlc)
           return
         }
       }
