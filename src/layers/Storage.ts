@@ -13,6 +13,7 @@ import { StorageError } from "./storage/errors.js"
 import { makeMemoryLayer } from "./storage/memory.js"
 import { makePostgresLayer } from "./storage/postgres.js"
 import { makeSqliteLayer } from "./storage/sqlite.js"
+import type { LwwPage } from "./storage/lww-page.js"
 
 export { StorageError }
 
@@ -51,8 +52,6 @@ export interface LoadedMap {
   readonly orRecords: ReadonlyArray<LoadedOrRecord>
   readonly orTombstones: ReadonlyArray<LoadedOrTombstone>
 }
-
-import type { LwwPage } from "./storage/lww-page.js"
 
 /**
  * An LWW row as the SQL stores hand it to a loading map: flat, with the value still JSON text (null: a
