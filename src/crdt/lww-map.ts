@@ -170,6 +170,12 @@ export class LWWMap {
     return row >= 0 && store.isVisibleAt(row, nowMs) ? store.valueAt(row) : undefined
   }
 
+  /** The store rows (`merkle.keyAt` / `merkle.valueAt`) with a visible value at `nowMs`; decodes nothing. */
+  *visibleRows(nowMs: number): Generator<number, void, undefined> {
+    const store = this.merkle
+    for (const row of store.rows()) if (store.isVisibleAt(row, nowMs)) yield row
+  }
+
   /** Every key with a visible value at `nowMs`, with that value. */
   *visibleEntries(nowMs: number): Generator<[string, unknown], void, undefined> {
     const store = this.merkle

@@ -57,6 +57,13 @@ const W_PREV_IN_LEAF = 15
 /** Counter word meaning "see `bigCounters`". */
 const BIG_COUNTER = 0xffffffff
 
+/**
+ * Arena bytes of a blob: rounded up to 8 for written (MessagePack) values, so a rewrite of about the same
+ * size fits in place; exact for loaded JSON text, which a write replaces with MessagePack anyway.
+ */
+const footprintOf = (keyBytes: number, valWord: number): number =>
+  valWord & JSON_TEXT ? keyBytes + wordBytes(valWord) : blobFootprint(keyBytes + valWord)
+
 /** `write`'s value: the JSON text range set by `putJson`. */
 const JSON_RANGE = 1
 
@@ -411,7 +418,7 @@ export class LwwStore {
   }
 
   private footprint(row: number): number {
-    return blobFootprint(this.keyBytes(row) + (this.u32[(row << 4) | W_VAL_LEN]! & ~JSON_TEXT))
+    return footprintOf(this.keyBytes(row), this.u32[(row << 4) | W_VAL_LEN]!)
   }
 
   private keyIs(row: number, key: string): boolean {
@@ -427,12 +434,11 @@ export class LwwStore {
 
   /** A new row for `key` with room for the value (`valWord`: bytes | JSON_TEXT), linked into its table slot and leaf. */
   private addRow(key: string, h: number, valWord: number): number {
-    const valBytes = valWord & ~JSON_TEXT
     const row = this.freeRows.pop() ?? this.top++
     if (row >= this.capacity) this.grow()
     this.count++
     const keyWord = stringWord(key)
-    const c = this.arena.alloc(blobFootprint(stringWordBytes(keyWord) + valBytes))
+    const c = this.arena.alloc(footprintOf(stringWordBytes(keyWord), valWord))
     const at = this.arena.offset
     writeString(this.arena.chunks[c]!, at, key, keyWord)
     this.u32[(row << 4) | W_CHUNK] = c
@@ -448,10 +454,9 @@ export class LwwStore {
 
   /** Makes room for the value (`valWord`: bytes | JSON_TEXT) after the row's key: in place when it fits. */
   private placeValue(row: number, valWord: number): void {
-    const valBytes = valWord & ~JSON_TEXT
     const keyBytes = this.keyBytes(row)
     const old = this.footprint(row)
-    const needed = blobFootprint(keyBytes + valBytes)
+    const needed = footprintOf(keyBytes, valWord)
     const c = this.u32[(row << 4) | W_CHUNK]!
     if (needed <= old) {
       this.u32[(row << 4) | W_VAL_LEN] = valWord

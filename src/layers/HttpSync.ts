@@ -294,7 +294,7 @@ export class HttpSync extends Effect.Service<HttpSync>()("tessera/HttpSync", {
           errors.push({ code: 500, message: `Failed to load map ${q.mapName}`, context: q.queryId })
           return undefined
         }
-        const run = runQuery(maps.rows(loaded.right), compiled.compiled, { nowMs: wall() })
+        const run = runQuery(maps.scanRows(loaded.right), compiled.compiled, { nowMs: wall(), settle: maps.settleRow })
         const filter = security.valueFilter(principal, q.mapName)
         const rows = offset > 0 ? run.results.slice(offset) : run.results
         const result: HttpSyncQueryResult = {

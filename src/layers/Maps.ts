@@ -1,5 +1,6 @@
 import { Data, Deferred, Effect, Option, Stream } from "effect"
 import { isExpired, isVisible, type LastWrite, LWWMap, MERGE_LOST, PREVIOUS_ENCODED } from "../crdt/lww-map.js"
+import type { LwwStore } from "../crdt/lww-store.js"
 import { ORMap } from "../crdt/or-map.js"
 import type { LWWRecord, MapType, ORMapRecord, Timestamp } from "../crdt/types.js"
 import { type Change, type ChangeOrigin, Changes } from "./Changes.js"
@@ -58,6 +59,20 @@ class LatestStamp {
     if (this.millis !== Number.NEGATIVE_INFINITY) hlc.update({ millis: this.millis, counter: this.counter, nodeId: this.nodeId })
   }
 }
+
+const UNREAD: unique symbol = Symbol("unread")
+
+/** A row of a stored LWW map that decodes its value on first read (see `scanRows`). */
+class StoredRow implements VisibleRow {
+  private decoded: unknown = UNREAD
+  constructor(readonly key: string, private readonly store: LwwStore, private readonly row: number) {}
+  get value(): unknown {
+    if (this.decoded === UNREAD) this.decoded = this.store.valueAt(this.row)
+    return this.decoded
+  }
+}
+
+const settleRow = (row: VisibleRow): VisibleRow => (row instanceof StoredRow ? { key: row.key, value: row.value } : row)
 
 export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
   effect: Effect.gen(function* () {
@@ -181,6 +196,20 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       }
     }
 
+    /**
+     * `rows` for a one-shot scan: LWW rows decode their value only when it is read (a key-ordered or
+     * unfiltered query then decodes only the rows it returns). Valid until the map next changes: pass
+     * `settleRow` as `runQuery`'s `settle`.
+     */
+    function* scanRows(state: MapState): Generator<VisibleRow> {
+      if (state.type !== "LWW") {
+        yield* rows(state)
+        return
+      }
+      const store = state.lww.merkle
+      for (const row of state.lww.visibleRows(wall())) yield new StoredRow(store.keyAt(row), store, row)
+    }
+
     /** Builds the change of one applied write and feeds it to every consumer. */
     const publish = (
       state: MapState,
@@ -301,6 +330,9 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       all: (): IterableIterator<MapState> => maps.values(),
       visibleValue,
       rows,
+      scanRows,
+      /** A scanned row as a plain row (see `scanRows`). */
+      settleRow,
       applyLww,
       applyOrAdd,
       applyOrTombstone,

@@ -103,7 +103,7 @@ export class Queries extends Effect.Service<Queries>()("tessera/Queries", {
         if (previous !== undefined) remove(previous)
 
         const q: CompiledQuery = compiled.compiled
-        const result = runQuery(maps.rows(state.right), q, { nowMs: wall() })
+        const result = runQuery(maps.scanRows(state.right), q, { nowMs: wall(), settle: maps.settleRow })
         const filter = security.valueFilter(c.principal!, mapName)
         const fields = payload.fields !== undefined && payload.fields.length > 0 ? payload.fields : undefined
         const sub: Subscription = {

@@ -18,6 +18,8 @@ export interface EqualityConstraint {
 export interface CompiledQuery {
   /** Filter only (§4.9.2): no sort, cursor or limit. */
   readonly matches: (value: unknown) => boolean
+  /** No filter: `matches` is true for every value (a scan need not read values to filter). */
+  readonly matchesAll: boolean
   /** Sort order (§4.9.3) with key tie-break; key order when the query has no sort. */
   readonly compare: (a: Row, b: Row) => number
   /** Positive integer window size; absent = unlimited. */
@@ -118,6 +120,7 @@ function compileOrThrow(query: unknown): CompiledQuery {
 
   return {
     matches,
+    matchesAll: test === undefined,
     compare: makeRowComparator(sortFields),
     sortFields,
     predicateHash: hashObject(rawPredicate ?? rawWhere ?? null),

@@ -18,6 +18,11 @@ export interface RunOptions {
   /** Overrides `q.cursor` (the cursor the query itself carried). */
   readonly cursor?: string
   readonly nowMs: number
+  /**
+   * Turns a result row into one that stays valid after the scan. Rows of stored maps may read their value
+   * on demand (so a scan decodes only what it filters, sorts or returns); they are settled before return.
+   */
+  readonly settle?: (row: Row) => Row
 }
 
 /**
@@ -32,18 +37,26 @@ export function runQuery(rows: Iterable<Row>, q: CompiledQuery, opts: RunOptions
     cursorStatus: resolved.status,
     ...(resolved.position !== undefined ? { cursorPosition: resolved.position } : {})
   }
-  const qualifies = (row: Row): boolean => q.matches(row.value) && (isAfter === undefined || isAfter(row))
+  // Without a filter the value is not read here (a stored row would decode it for nothing).
+  const qualifies = (row: Row): boolean => (q.matchesAll || q.matches(row.value)) && (isAfter === undefined || isAfter(row))
+  const settle = opts.settle
 
   if (q.limit !== undefined) {
     const top = new TopK<Row>(q.limit, q.compare)
     for (const row of rows) if (qualifies(row)) top.offer(row)
     const results = top.sorted()
-    if (top.count <= q.limit) return { results, hasMore: false, ...base }
-    return { results, hasMore: true, nextCursor: encodeCursor(q, results[results.length - 1]!, opts.nowMs), ...base }
+    if (top.count <= q.limit) return { results: settled(results, settle), hasMore: false, ...base }
+    const nextCursor = encodeCursor(q, results[results.length - 1]!, opts.nowMs)
+    return { results: settled(results, settle), hasMore: true, nextCursor, ...base }
   }
 
   const results: Row[] = []
   for (const row of rows) if (qualifies(row)) results.push(row)
   if (q.sortFields.length > 0 || isAfter !== undefined) results.sort(q.compare)
-  return { results, hasMore: false, ...base }
+  return { results: settled(results, settle), hasMore: false, ...base }
+}
+
+function settled(results: Row[], settle: ((row: Row) => Row) | undefined): Row[] {
+  if (settle !== undefined) for (let i = 0; i < results.length; i++) results[i] = settle(results[i]!)
+  return results
 }

@@ -293,6 +293,35 @@ describe("values stored encoded", () => {
     )
   })
 
+  it("rows loaded as JSON text read back parsed, and later writes replace them in place or elsewhere", () => {
+    const map = new LWWMap()
+    const page = JSON.stringify(Array.from({ length: 3_000 }, (_, i) => ({ i, name: `naïve ${i}`, tags: ["a", i % 3] })))
+    // load from ranges of one text, as the SQLite page scanner does (values of varying length, non-ASCII)
+    let at = 1
+    for (let i = 0; i < 3_000; i++) {
+      const end = page.indexOf("]}", at) + 2
+      map.loadJson(`key-${i}`, page, at, end, 1, i, "loader", undefined, 1, i, "loader")
+      at = end + 1
+    }
+    map.loadJson("gone", "", -1, 0, 1, 0, "loader", undefined, 1, 0, "loader")
+    expect(map.tombstoneCount).toBe(1)
+    for (let i = 0; i < 3_000; i += 7) expect(map.visibleValue(`key-${i}`, 0)).toEqual({ i, name: `naïve ${i}`, tags: ["a", i % 3] })
+    const model = new Map<string, unknown>()
+    for (let i = 0; i < 3_000; i++) model.set(`key-${i}`, { i, name: `naïve ${i}`, tags: ["a", i % 3] })
+    for (let round = 0; round < 5; round++) {
+      for (let i = round; i < 3_000; i += 3) {
+        const value = round % 2 === 0 ? { i, short: true } : { i, long: "x".repeat(200 + round) }
+        map.merge(`key-${i}`, { value, timestamp: ts(2 + round, i) }, ts(2 + round, i))
+        model.set(`key-${i}`, value)
+      }
+      for (let i = round; i < 3_000; i += 11) {
+        map.delete(`key-${i}`)
+        model.delete(`key-${i}`)
+      }
+    }
+    expect(new Map(map.visibleEntries(0))).toEqual(model)
+  })
+
   it("finds every key after random inserts and deletes (open addressing with backward-shift deletion)", () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 300 })), { maxLength: 800 }), (ops) => {

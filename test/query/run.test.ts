@@ -203,3 +203,34 @@ describe("cursors (§4.9.4)", () => {
     )
   })
 })
+
+describe("rows that read their value on demand (stored maps)", () => {
+  class CountingRow implements Row {
+    static reads = 0
+    constructor(readonly key: string, private readonly v: unknown) {}
+    get value(): unknown {
+      CountingRow.reads++
+      return this.v
+    }
+  }
+  const lazy = () => people.map((p) => new CountingRow(p.key, p.value))
+  const settle = (row: Row): Row => ({ key: row.key, value: row.value })
+
+  it("an unfiltered, key-ordered query reads only the values it returns, and results are settled", () => {
+    CountingRow.reads = 0
+    const r = runQuery(lazy(), compile({ limit: 2 }), { nowMs: NOW, settle })
+    expect(keys(r.results)).toEqual(["p1", "p2"])
+    expect(CountingRow.reads).toBe(2) // by `settle`, for the two results; the scan read none
+    for (const row of r.results) expect(row).not.toBeInstanceOf(CountingRow)
+    expect(r.results.map((row) => row.value)).toEqual([people[1]!.value, people[3]!.value])
+  })
+
+  it("a filter or a value sort reads values, with the same results as plain rows", () => {
+    for (const q of [{ where: { city: "A" } }, { sort: { age: "desc" }, limit: 3 }, { where: { age: { $gte: 30 } }, sort: { name: "asc" } }]) {
+      CountingRow.reads = 0
+      const lazyResult = runQuery(lazy(), compile(q), { nowMs: NOW, settle })
+      expect(CountingRow.reads).toBeGreaterThan(lazyResult.results.length)
+      expect(lazyResult.results).toEqual(runQuery(people, compile(q), { nowMs: NOW }).results)
+    }
+  })
+})
