@@ -35,12 +35,6 @@ export interface VisibleRow {
 }
 
 /**
- * The in-memory map store and the single apply path: every write of every origin (client ops, TTL,
- * processors, push-diff, remote) goes through `applyLww` / `applyOrAdd` / `applyOrTombstone` /
- * `mergeOrKey`, which merge, stamp `storedAt`, publish the change and stage its persistence — so no
- * path can forget fan-out or storage.
- */
-/**
  * The greatest (finite) timestamp of a loaded chunk: the HLC must pass every loaded timestamp, and
  * observing the chunk's maximum once does that.
  */
@@ -74,6 +68,12 @@ class StoredRow implements VisibleRow {
 
 const settleRow = (row: VisibleRow): VisibleRow => (row instanceof StoredRow ? { key: row.key, value: row.value } : row)
 
+/**
+ * The in-memory map store and the single apply path: every write of every origin (client ops, TTL,
+ * processors, push-diff, remote) goes through `applyLww` / `applyOrAdd` / `applyOrTombstone` /
+ * `mergeOrKey`, which merge, stamp `storedAt`, publish the change and stage its persistence — so no
+ * path can forget fan-out or storage.
+ */
 export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
   effect: Effect.gen(function* () {
     const hlc = (yield* Hlc).clock
