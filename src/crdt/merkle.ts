@@ -163,7 +163,7 @@ function fnv1aNumber(hash: number, n: number): number {
 
 // The last number of 9+ digits hashed, as digits (most significant first): timestamps in a batch share
 // their millis, and splitting a double into digits is the costly part.
-let lastLong = -1
+let lastLong = Number.NaN // never equal to anything until set
 let lastLongLength = 0
 const lastLongDigits = new Uint8Array(16)
 
