@@ -104,6 +104,12 @@ export class LWWMap {
     for (const row of store.rows()) yield [store.keyAt(row), this.entryAt(row)]
   }
 
+  /** The entries stored after `since` (server storage time), decoding only those. */
+  *entriesStoredAfter(since: Timestamp): IterableIterator<[string, StoredLww]> {
+    const store = this.merkle
+    for (const row of store.rows()) if (store.compareStoredAt(row, since) > 0) yield [store.keyAt(row), this.entryAt(row)]
+  }
+
   *keys(): IterableIterator<string> {
     const store = this.merkle
     for (const row of store.rows()) yield store.keyAt(row)

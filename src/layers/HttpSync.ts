@@ -6,7 +6,6 @@
 import type * as http from "node:http"
 import { Context, Data, Effect, Option, Runtime } from "effect"
 import { Unpackr } from "msgpackr/pack"
-import { compareTimestamps } from "../crdt/hlc.js"
 import type { LWWRecord, Timestamp } from "../crdt/types.js"
 import { encodeMessage, jsonDepthExceeds, scanMsgpack, ScanStatus, stripUndefined } from "../protocol/codec.js"
 import { decodeHttpSyncRequest } from "../protocol/decode.js"
@@ -255,8 +254,7 @@ export class HttpSync extends Effect.Service<HttpSync>()("tessera/HttpSync", {
         const identity = isIdentityFilter(filter)
         // Selection and the sync timestamp in one synchronous run: no write can fall between them.
         const records: HttpSyncDeltaRecord[] = []
-        for (const [key, stored] of state.lww.entries()) {
-          if (compareTimestamps(stored.storedAt, since) <= 0) continue
+        for (const [key, stored] of state.lww.entriesStoredAfter(since)) {
           const r = stored.record
           const tombstone = r.value === null
           records.push({ key, record: tombstone || identity ? r : { ...r, value: filter(r.value) }, eventType: tombstone ? "REMOVE" : "PUT" })

@@ -391,3 +391,17 @@ describe("lwwItemHash digit cache", () => {
     }
   })
 })
+
+describe("entriesStoredAfter", () => {
+  it("yields exactly the entries stored after the bound (storage time, not record time)", () => {
+    const map = new LWWMap()
+    map.merge("old", { value: 1, timestamp: ts(50) }, ts(5, 0, "srv"))
+    map.merge("new", { value: 2, timestamp: ts(1) }, ts(7, 0, "srv")) // an old record stored late
+    map.merge("tomb", { value: null, timestamp: ts(2) }, ts(8, 0, "srv"))
+    map.merge("edge", { value: 3, timestamp: ts(9) }, ts(6, 0, "srv"))
+    const after = (bound: Timestamp) => new Map([...map.entriesStoredAfter(bound)].map(([k, s]) => [k, s.record.value]))
+    expect(after(ts(6, 0, "srv"))).toEqual(new Map<string, unknown>([["new", 2], ["tomb", null]]))
+    expect(after(ts(0))).toEqual(new Map<string, unknown>([["old", 1], ["new", 2], ["tomb", null], ["edge", 3]]))
+    expect(after(ts(8, 0, "srv")).size).toBe(0)
+  })
+})
