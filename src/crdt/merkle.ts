@@ -177,18 +177,7 @@ function rememberLong(n: number): void {
     high += 1
     low -= 1e8
   }
-  let len = 0
-  for (let rest = low | 0, i = 0; i < 8; i++) {
-    const quotient = (rest / 10) | 0
-    digitScratch[len++] = rest - quotient * 10
-    rest = quotient
-  }
-  let rest = high | 0
-  do {
-    const quotient = (rest / 10) | 0
-    digitScratch[len++] = rest - quotient * 10
-    rest = quotient
-  } while (rest > 0)
+  const len = digitsInto(high, 1, digitsInto(low, 8, 0))
   for (let i = 0; i < len; i++) lastLongDigits[i] = digitScratch[len - 1 - i]!
   lastLongLength = len
   lastLong = n
@@ -200,16 +189,25 @@ function fnv1aDigitsOf(hash: number, digits: Uint8Array, length: number): number
   return h >>> 0
 }
 
-/** Continues an FNV-1a hash with the decimal digits of `v` (0 <= v < 1e8), zero-padded to `minDigits`. */
-function fnv1aDigits(hash: number, v: number, minDigits: number): number {
-  let len = 0
+/**
+ * Appends the decimal digits of `v` (0 <= v < 1e8), least significant first and zero-padded to
+ * `minDigits`, to `digitScratch` from `len`; returns the new length.
+ */
+function digitsInto(v: number, minDigits: number, len: number): number {
+  const start = len
   let rest = v | 0
   do {
     const quotient = (rest / 10) | 0
     digitScratch[len++] = rest - quotient * 10
     rest = quotient
   } while (rest > 0)
-  while (len < minDigits) digitScratch[len++] = 0
+  while (len - start < minDigits) digitScratch[len++] = 0
+  return len
+}
+
+/** Continues an FNV-1a hash with the decimal digits of `v` (0 <= v < 1e8), zero-padded to `minDigits`. */
+function fnv1aDigits(hash: number, v: number, minDigits: number): number {
+  let len = digitsInto(v, minDigits, 0)
   let h = hash
   while (len > 0) h = Math.imul(h ^ (48 + digitScratch[--len]!), FNV_PRIME)
   return h >>> 0

@@ -383,15 +383,6 @@ describe("lwwItemHash", () => {
   })
 })
 
-describe("lwwItemHash digit cache", () => {
-  it("hashes -1 and other non-cached numbers by their text, before and after long numbers", () => {
-    const key = "k"
-    for (const millis of [-1, 1_700_000_000_000, -1, 1_700_000_000_000, 12, 1_700_000_000_001, Number.NaN, 1e21]) {
-      expect(lwwItemHash(key, { millis, counter: 0, nodeId: "n" })).toBe(fnv1a(`${key}:${millis}:0:n`))
-    }
-  })
-})
-
 describe("entriesStoredAfter", () => {
   it("yields exactly the entries stored after the bound (storage time, not record time)", () => {
     const map = new LWWMap()
