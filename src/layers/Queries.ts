@@ -166,7 +166,7 @@ export class Queries extends Effect.Service<Queries>()("tessera/Queries", {
       if (index === undefined) return
       const state = maps.peek(change.mapName)
       if (state === undefined) return
-      const allRows = () => maps.rows(state)
+      const allRows = () => maps.scanRows(state) // values decoded only where the query reads them
       for (const sub of index.candidates(change.before, change.after)) {
         const updates = sub.live.onChange(change.key, change.after, allRows)
         for (const u of updates) {

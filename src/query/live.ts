@@ -10,7 +10,8 @@
  *
  * Contract: call `onChange` once per committed change of a key, in commit order, with the key's new visible
  * value (`undefined` when deleted, tombstoned or expired). `allRows()` must return the map's visible rows as of
- * that change (the changed key with its new value, or without it).
+ * that change (the changed key with its new value, or without it); its rows may read their value on demand
+ * (the window keeps only plain copies).
  */
 import type { CompiledQuery } from "./compile.js"
 import { afterCursor, type CursorPosition } from "./cursor.js"
@@ -64,7 +65,8 @@ export class LiveQuery {
   }
 
   private qualifies(row: Row): boolean {
-    return this.query.matches(row.value) && (this.isAfterCursor === undefined || this.isAfterCursor(row))
+    // Without a filter the value is not read (rows of stored maps decode it on demand).
+    return (this.query.matchesAll || this.query.matches(row.value)) && (this.isAfterCursor === undefined || this.isAfterCursor(row))
   }
 
   onChange(key: string, newValue: unknown, allRows: () => Iterable<Row>): QueryUpdate[] {
@@ -140,14 +142,17 @@ export class LiveQuery {
     return [leave(key), enter(next)]
   }
 
-  /** The first qualifying row outside the window, other than `changedKey` (handled by the caller). */
+  /**
+   * The first qualifying row outside the window, other than `changedKey` (handled by the caller), as a
+   * plain row: `allRows` may yield rows that read their value on demand and are valid only during the scan.
+   */
   private firstOutside(changedKey: string, allRows: () => Iterable<Row>): Row | undefined {
     let best: Row | undefined
     for (const candidate of allRows()) {
       if (candidate.key === changedKey || this.current.has(candidate.key) || !this.qualifies(candidate)) continue
       if (best === undefined || this.query.compare(candidate, best) < 0) best = candidate
     }
-    return best
+    return best === undefined ? undefined : { key: best.key, value: best.value }
   }
 
   private insert(window: Row[], row: Row): void {

@@ -7,6 +7,7 @@ import {
   cursorStatus,
   decodeCursor,
   encodeCursor,
+  LiveQuery,
   runQuery,
   type CompiledQuery,
   type Row
@@ -232,5 +233,29 @@ describe("rows that read their value on demand (stored maps)", () => {
       expect(CountingRow.reads).toBeGreaterThan(lazyResult.results.length)
       expect(lazyResult.results).toEqual(runQuery(people, compile(q), { nowMs: NOW }).results)
     }
+  })
+})
+
+describe("a live window refilled from rows that read their value on demand", () => {
+  it("reads only the value of the row that enters, and keeps a plain copy of it", () => {
+    let reads = 0
+    class LazyRow implements Row {
+      constructor(readonly key: string, private readonly v: unknown) {}
+      get value(): unknown {
+        reads++
+        return this.v
+      }
+    }
+    const data = new Map<string, unknown>([["a", 1], ["b", 2], ["c", 3], ["d", 4]])
+    const q = compile({ limit: 2 })
+    const first = runQuery([...data].map(([key, value]) => ({ key, value })), q, { nowMs: NOW })
+    const live = new LiveQuery(q, first.results, first.cursorPosition)
+    data.delete("a")
+    reads = 0
+    const updates = live.onChange("a", undefined, () => [...data].map(([key, value]) => new LazyRow(key, value)))
+    expect(updates).toEqual([{ key: "a", value: null, changeType: "LEAVE" }, { key: "c", value: 3, changeType: "ENTER" }])
+    expect(reads).toBe(1) // "c" only: the scan compared keys
+    expect(live.rows()).toEqual([{ key: "b", value: 2 }, { key: "c", value: 3 }])
+    for (const row of live.rows()) expect(row).not.toBeInstanceOf(LazyRow)
   })
 })
