@@ -21,7 +21,7 @@ export const copyBytes = (src: Uint8Array, srcStart: number, dst: Uint8Array, ds
  * Strings kept as bytes: Latin-1 when every code unit fits in a byte, else UTF-16LE, which keeps any JS
  * string exact (lone surrogates included). A string word is its byte length | `WIDE` for UTF-16.
  */
-export const WIDE = 0x80000000
+const WIDE = 0x80000000
 
 /** The string word of `s` (its byte length, with `WIDE` when it needs two bytes per code unit). */
 export const stringWord = (s: string): number => {

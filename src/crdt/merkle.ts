@@ -121,18 +121,14 @@ export class MerkleTree {
 
 /** LWW item hash: FNV-1a of `"<key>:<millis>:<counter>:<nodeId>"` (value and ttl are not hashed). */
 export function lwwItemHash(key: string, ts: Timestamp): number {
-  return lwwItemHashAfterKey(fnv1a(key), ts)
+  return lwwItemHashOf(fnv1a(key), ts.millis, ts.counter, ts.nodeId)
 }
 
 /**
  * `lwwItemHash(key, ts)` given `fnv1a(key)` (the FNV state after the key, which is also the key's Merkle
- * path), hashed piecewise without building the string: the LWW map recomputes item hashes on every replace.
+ * path) and the timestamp's fields, hashed piecewise without building the string: the LWW store recomputes
+ * item hashes on every replace.
  */
-export function lwwItemHashAfterKey(keyHash: number, ts: Timestamp): number {
-  return lwwItemHashOf(keyHash, ts.millis, ts.counter, ts.nodeId)
-}
-
-/** `lwwItemHashAfterKey` with the timestamp's fields passed flat. */
 export function lwwItemHashOf(keyHash: number, millis: number, counter: number, nodeId: string): number {
   let h = fnv1aNumber(fnv1aCodeUnit(keyHash, COLON), millis)
   h = fnv1aNumber(fnv1aCodeUnit(h, COLON), counter)

@@ -25,7 +25,7 @@ export const encodeStoredValue = (value: unknown): EncodedValue =>
   packr.pack(value, REUSE_BUFFER_MODE | RESET_BUFFER_MODE) as unknown as EncodedValue
 
 /** Decodes `bytes[start, end)`. */
-export const decodeStoredValue = (bytes: Uint8Array, start: number, end: number): unknown => unpackr.unpack(bytes, { start, end })
+const decodeStoredValue = (bytes: Uint8Array, start: number, end: number): unknown => unpackr.unpack(bytes, { start, end })
 
 /**
  * How stores describe one encoded value in a number: its byte length, with `JSON_TEXT` set when the bytes
