@@ -6,7 +6,7 @@ import type { LWWRecord, MapType, ORMapRecord, Timestamp } from "../crdt/types.j
 import { type Change, type ChangeOrigin, Changes } from "./Changes.js"
 import { Hlc } from "./Hlc.js"
 import { type LoadedChunk, Storage, StorageError, type StorageMutation } from "./Storage.js"
-import { PersistFailed, WriteBehind } from "./storage/write-behind.js"
+import { type PersistCallback, PersistFailed, WriteBehind } from "./storage/write-behind.js"
 
 export class MapLoadFailed extends Data.TaggedError("MapLoadFailed")<{ readonly mapName: string; readonly message: string }> {}
 
@@ -312,6 +312,20 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
     }
 
     /**
+     * `flushPersistence` for callers that must not park a fiber per wait. Without `settle` nobody waits.
+     * Returns false when nothing has to become durable; otherwise true, and `settle` is told once
+     * (asynchronously) how the commit went.
+     */
+    const flushPersistenceThen = (settle: PersistCallback | undefined): boolean => {
+      if (staged.length === 0) return false
+      const batch = staged
+      staged = []
+      if (settle !== undefined) return writeBehind.submitThen(batch, settle)
+      writeBehind.enqueueUnsafe(batch)
+      return false
+    }
+
+    /**
      * The map if it is loaded, after waiting for a load in progress; undefined when nobody touched it
      * (a later load reads the shared store, which already holds every committed change).
      */
@@ -337,6 +351,7 @@ export class Maps extends Effect.Service<Maps>()("tessera/Maps", {
       applyOrAdd,
       applyOrTombstone,
       flushPersistence,
+      flushPersistenceThen,
       isExpired,
       wallMillis: wall,
       /** Timestamp helper for synthesized tombstones. */

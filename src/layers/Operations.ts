@@ -7,6 +7,8 @@ import type { ClientOp, ClientOpKind } from "../protocol/schema.js"
 import type { Principal } from "./Auth.js"
 import type { Connection } from "./Connections.js"
 import { Hlc } from "./Hlc.js"
+import { type Deadline, makeDeadlines } from "./deadlines.js"
+import type { PersistFailed } from "./storage/write-behind.js"
 import { Cluster } from "./Cluster.js"
 import { Connections } from "./Connections.js"
 import { Hooks, type ServerHooks } from "./Hooks.js"
@@ -36,9 +38,13 @@ export interface WriteOutcome {
   readonly refusals: ReadonlyArray<OpRefusal>
   /** Results of the ops with an id, in op order, once every op reached its level or failed. */
   readonly results: Effect.Effect<ReadonlyArray<OpResult>>
+  /** `results` as a callback, called once (synchronously when they are ready): no fiber waits. */
+  readonly whenResults: (deliver: (results: ReadonlyArray<OpResult>) => void) => void
   /** The results at once when nothing waits (no PERSISTED op pending); undefined otherwise. */
   readonly resultsNow: (() => ReadonlyArray<OpResult>) | undefined
 }
+
+type Slot = { opId: string | undefined; result: OpResult | undefined; persistTimeout?: number; requested?: WriteConcern }
 
 export interface WriteSource {
   readonly principal: Principal
@@ -147,6 +153,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
     const hooks = Option.getOrElse(yield* Effect.serviceOption(Hooks), () => ({}) as ServerHooks)
     const duplicates = new DuplicateWindow(config.duplicateWindowMs, 100_000)
     const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+    const clock = yield* Effect.clock
 
     /** Names of the maps the ops touch that are not loaded yet (undefined when all are: the common case). */
     const unloadedNames = (ops: ReadonlyArray<unknown>): Set<string> | undefined => {
@@ -289,7 +296,7 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
       started: number
     ): WriteOutcome => {
       const refusals: OpRefusal[] = []
-      const slots: Array<{ opId: string | undefined; result: OpResult | undefined; persistTimeout?: number; requested?: WriteConcern }> = []
+      const slots: Array<Slot> = []
       const writerId = source.connection?.id
       const lateRefusals: string[] = []
       let lastActive: Timestamp | undefined
@@ -412,8 +419,6 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
         runFork(Effect.forEach(applied, (op) => Effect.ignore(onAfterOp(op, context)), { discard: true }))
       }
 
-      // Same synchronous run as the applies: per-key storage order = apply order.
-      const persisted = maps.flushPersistence()
       const pending = slots.filter((s) => s.persistTimeout !== undefined)
       const collect = (): ReadonlyArray<OpResult> => {
         const out: OpResult[] = []
@@ -426,37 +431,67 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
         if (out.length > 0) metrics.ackLatency(slots.find((s) => s.requested !== undefined)?.requested ?? out[0]!.achievedLevel, (wall() - started) / 1000)
         return out
       }
-      // Nobody waits on `persisted` here: write-behind retries and reports failures itself.
-      if (pending.length === 0) return { refusals, results: Effect.sync(collect), resultsNow: collect }
-      // One wait per distinct timeout (normally one per batch), not a timer fiber per op.
-      const byTimeout = new Map<number, typeof pending>()
+      // Same synchronous run as the applies: per-key storage order = apply order. Nobody waits when no op
+      // asked for PERSISTED: write-behind retries and reports failures itself.
+      if (pending.length === 0) {
+        maps.flushPersistenceThen(undefined)
+        return { refusals, results: Effect.sync(collect), whenResults: (deliver) => deliver(collect()), resultsNow: collect }
+      }
+      return awaitPersisted(refusals, pending, collect)
+    }
+
+    const deadlines = makeDeadlines(clock, runFork, (error) => runFork(Effect.logError("write-concern timeout callback threw", error)))
+
+    /**
+     * The PERSISTED wait of one write message, on callbacks rather than fibers (one commit callback and a
+     * timeout per distinct op timeout, normally one per batch): under PERSISTED load a fiber per batch
+     * was the biggest cost of the server.
+     */
+    const awaitPersisted = (refusals: ReadonlyArray<OpRefusal>, pending: ReadonlyArray<Slot>, collect: () => ReadonlyArray<OpResult>): WriteOutcome => {
+      const below: WriteConcern = replicatedRequiresCommit ? "APPLIED" : "REPLICATED"
+      const groups: Array<{ slots: Array<Slot>; done: boolean; timeout: Deadline | undefined }> = []
+      const byTimeout = new Map<number, Array<Slot>>()
       for (const slot of pending) {
         const group = byTimeout.get(slot.persistTimeout!)
-        if (group === undefined) byTimeout.set(slot.persistTimeout!, [slot])
-        else group.push(slot)
+        if (group === undefined) {
+          const slots = [slot]
+          byTimeout.set(slot.persistTimeout!, slots)
+          groups.push({ slots, done: false, timeout: undefined })
+        } else group.push(slot)
       }
-      const results = Effect.forEach(byTimeout, ([timeoutMs, group]) =>
-        persisted.pipe(
-          Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => ({ _tag: "Timeout" as const }) }),
-          Effect.match({
-            // With a shared store, the commit both persists and publishes (REPLICATED = PERSISTED reached).
-            onSuccess: () => {
-              for (const slot of group) slot.result = { opId: slot.opId!, success: true, achievedLevel: "PERSISTED" }
-            },
-            onFailure: (e) => {
-              const below: WriteConcern = replicatedRequiresCommit ? "APPLIED" : "REPLICATED"
-              for (const slot of group) {
-                slot.result = {
-                  opId: slot.opId!,
-                  success: false,
-                  achievedLevel: below,
-                  error: e._tag === "Timeout" ? `Timeout: achieved ${below}, requested ${slot.requested}` : `Persistence failed: ${e.message}`
-                }
-              }
-            }
-          })
-        ), { concurrency: "unbounded", discard: true }).pipe(Effect.map(collect))
-      return { refusals, results, resultsNow: undefined }
+      let open = groups.length
+      let deliver: ((results: ReadonlyArray<OpResult>) => void) | undefined
+      const settle = (group: (typeof groups)[number], result: (slot: Slot) => OpResult): void => {
+        if (group.done) return
+        group.done = true
+        group.timeout?.cancel()
+        for (const slot of group.slots) slot.result = result(slot)
+        if (--open === 0 && deliver !== undefined) deliver(collect())
+      }
+      // With a shared store, the commit both persists and publishes (REPLICATED = PERSISTED reached).
+      const persisted = (slot: Slot): OpResult => ({ opId: slot.opId!, success: true, achievedLevel: "PERSISTED" })
+      const onCommit = (failure: PersistFailed | undefined): void => {
+        const failed = failure === undefined
+          ? persisted
+          : (slot: Slot): OpResult => ({ opId: slot.opId!, success: false, achievedLevel: below, error: `Persistence failed: ${failure.message}` })
+        for (const group of groups) settle(group, failed)
+      }
+      const timedOut = (slot: Slot): OpResult =>
+        ({ opId: slot.opId!, success: false, achievedLevel: below, error: `Timeout: achieved ${below}, requested ${slot.requested}` })
+      if (!maps.flushPersistenceThen(onCommit)) onCommit(undefined) // nothing was staged: durable already
+      for (const group of groups) {
+        if (!group.done) group.timeout = deadlines.add(group.slots[0]!.persistTimeout!, () => settle(group, timedOut))
+      }
+      const whenResults = (d: (results: ReadonlyArray<OpResult>) => void): void => {
+        if (open === 0) d(collect())
+        else deliver = d
+      }
+      return {
+        refusals,
+        results: Effect.async<ReadonlyArray<OpResult>>((resume) => whenResults((results) => resume(Effect.succeed(results)))),
+        whenResults,
+        resultsNow: undefined
+      }
     }
 
     return { processOps, processOpsNow, levelOf, timeoutOf } as const

@@ -1,4 +1,4 @@
-import { Effect, Match, Runtime } from "effect"
+import { Effect, Match } from "effect"
 import { encodeMessageFast } from "../protocol/codec.js"
 import type { ClientMessage } from "../protocol/schema.js"
 import type { Connection } from "./Connections.js"
@@ -37,7 +37,6 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
     const locks = yield* Locks
     const counters = yield* Counters
     const search = yield* Search
-    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
 
     const ignore = () => (_connection: Connection) => Effect.void
 
@@ -74,19 +73,13 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
 
     /**
      * Sends the answers that are ready now: CLIENT_OP its first refusal and nothing else, OP_BATCH every
-     * refusal, and the ack when every op reached its level. Returns the effect that waits for persistence
-     * and then sends the ack, when the ack is not ready yet.
+     * refusal, and the ack once every op reached its level (now, or from the commit or timeout callback).
      */
-    const respond = (connection: Connection, outcome: WriteOutcome, message: WriteMessage): Effect.Effect<void> | undefined => {
+    const respond = (connection: Connection, outcome: WriteOutcome, message: WriteMessage): void => {
       const single = message.type === "CLIENT_OP"
       sendRefusals(connection, outcome, single)
-      if (single && outcome.refusals.length > 0) return undefined
-      const ack = single ? clientOpAck(connection) : opBatchAck(connection, message.payload.ops)
-      if (outcome.resultsNow !== undefined) {
-        ack(outcome.resultsNow())
-        return undefined
-      }
-      return Effect.map(outcome.results, ack)
+      if (single && outcome.refusals.length > 0) return
+      outcome.whenResults(single ? clientOpAck(connection) : opBatchAck(connection, message.payload.ops))
     }
 
     const writeSource = (connection: Connection) => ({ principal: connection.principal!, connection, origin: "client" }) as const
@@ -97,12 +90,9 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
     const write = (connection: Connection, message: WriteMessage): Effect.Effect<void> => {
       const ops = opsOf(message)
       if (ops.length === 0) return Effect.void // an empty OP_BATCH: nothing to acknowledge
+      // A waiting ack is a callback: the inbound fiber goes on with the connection's next messages.
       return operations.processOps(writeSource(connection), ops, batchConcern(message), batchTimeout(message)).pipe(
-        Effect.flatMap((outcome) => {
-          // A waiting ack leaves the inbound fiber free for the connection's next messages.
-          const pending = respond(connection, outcome, message)
-          return pending === undefined ? Effect.void : Effect.asVoid(Effect.forkDaemon(pending))
-        })
+        Effect.map((outcome) => respond(connection, outcome, message))
       )
     }
 
@@ -117,8 +107,7 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
       if (ops.length === 0) return true
       const outcome = operations.processOpsNow(writeSource(connection), ops, batchConcern(message), batchTimeout(message))
       if (outcome === undefined) return false
-      const pending = respond(connection, outcome, message)
-      if (pending !== undefined) runFork(pending)
+      respond(connection, outcome, message)
       return true
     }
 

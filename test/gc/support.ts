@@ -41,6 +41,7 @@ const noWriteBehind = Layer.sync(WriteBehind, () => {
     durable: false,
     submit: () => Effect.succeed(done),
     submitUnsafe: () => done,
+    submitThen: () => false,
     enqueueUnsafe: () => {},
     status: Effect.succeed({ healthy: true, queueDepth: 0, failures: 0, consecutiveFailures: 0, committedBatches: 0 }),
     flush: Effect.void

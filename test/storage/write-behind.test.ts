@@ -85,6 +85,28 @@ describe("WriteBehind", () => {
       expect((yield* d.inner.loadMap("m")).lww.map((r) => r.record.value)).toEqual([3])
     }))
 
+  it.scoped("tells commit callbacks once, in submit order; a throwing callback does not stop the writer", () =>
+    Effect.gen(function*() {
+      const d = makeDouble()
+      const wb = yield* build(d.service)
+      const told: Array<string> = []
+      expect(wb.submitThen([], () => told.push("never"))).toBe(false)
+      expect(wb.submitThen([put("a", 1, 1)], (failure) => told.push(`a:${failure?.message ?? "ok"}`))).toBe(true)
+      expect(wb.submitThen([put("b", 1, 1)], () => {
+        throw new Error("callback bug")
+      })).toBe(true)
+      expect(wb.submitThen([put("c", 1, 1)], (failure) => told.push(`c:${failure?.message ?? "ok"}`))).toBe(true)
+      expect(told).toEqual([]) // never synchronously
+      yield* TestClock.adjust(5)
+      yield* settle
+      expect(told).toEqual(["a:ok", "c:ok"])
+      expect(d.batches).toHaveLength(1) // committed once, not retried because of the callback
+      const next = yield* wb.submit([put("d", 1, 1)])
+      yield* TestClock.adjust(5)
+      yield* Deferred.await(next)
+      expect(d.batches).toHaveLength(2)
+    }))
+
   it.scoped("completes a PERSISTED wait only after its batch commits", () =>
     Effect.gen(function*() {
       const d = makeDouble()

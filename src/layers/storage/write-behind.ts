@@ -14,7 +14,7 @@
  *   failed once their `persistTimeoutMs` has passed (checked at each failed attempt).
  * - The deferred returned by `submit` completes when the batch holding the last of its mutations commits.
  */
-import { Clock, Context, Data, Deferred, Effect, Exit, FiberId, Layer, Schedule } from "effect"
+import { Clock, Context, Data, Deferred, Effect, Exit, FiberId, Layer, Runtime, Schedule } from "effect"
 import type { Timestamp } from "../../crdt/types.js"
 import { Storage, type StorageMutation } from "../Storage.js"
 import { describeCause, StorageError } from "./errors.js"
@@ -64,11 +64,14 @@ export interface WriteBehindStatus {
   readonly lastError?: string
 }
 
+/** Told once: undefined when the mutations committed, the failure otherwise. */
+export type PersistCallback = (failure: PersistFailed | undefined) => void
+
 interface Waiter {
   /** Done when this many mutations (counted since start) have committed. */
   readonly seq: number
   readonly deadline: number
-  readonly deferred: Deferred.Deferred<void, PersistFailed>
+  readonly settle: PersistCallback
 }
 
 /** Coalescing identities; null when the mutation never coalesces. */
@@ -99,6 +102,7 @@ const make = Effect.gen(function*() {
   const storage = yield* Storage
   const config = yield* WriteBehindConfig
   const clock = yield* Effect.clock
+  const runLog = Runtime.runFork(yield* Effect.runtime<never>())
 
   const done = Deferred.unsafeMake<void, PersistFailed>(FiberId.none)
   Deferred.unsafeDone(done, Exit.void)
@@ -177,13 +181,31 @@ const make = Effect.gen(function*() {
     return endSeq()
   }
 
-  const submitUnsafe = (mutations: ReadonlyArray<StorageMutation>): Deferred.Deferred<void, PersistFailed> => {
-    if (mutations.length === 0) return done
+  /**
+   * Enqueues and returns true when `settle` will be told about the commit (never synchronously); false when
+   * there is nothing to wait for (no mutations, or storage that is not durable) and `settle` is not kept.
+   */
+  const submitThen = (mutations: ReadonlyArray<StorageMutation>, settle: PersistCallback): boolean => {
+    if (mutations.length === 0) return false
     const seq = enqueue(mutations)
-    if (!storage.durable) return done
+    if (!storage.durable) return false
+    waiters.push({ seq, deadline: clock.unsafeCurrentTimeMillis() + config.persistTimeoutMs, settle })
+    return true
+  }
+
+  const submitUnsafe = (mutations: ReadonlyArray<StorageMutation>): Deferred.Deferred<void, PersistFailed> => {
     const deferred = Deferred.unsafeMake<void, PersistFailed>(FiberId.none)
-    waiters.push({ seq, deadline: clock.unsafeCurrentTimeMillis() + config.persistTimeoutMs, deferred })
-    return deferred
+    const settle: PersistCallback = (failure) => Deferred.unsafeDone(deferred, failure === undefined ? Exit.void : Exit.fail(failure))
+    return submitThen(mutations, settle) ? deferred : done
+  }
+
+  /** A waiter's callback runs inside the writer's bookkeeping: it must not be able to stop it. */
+  const settleSafely = (waiter: Waiter, failure: PersistFailed | undefined): void => {
+    try {
+      waiter.settle(failure)
+    } catch (error) {
+      runLog(Effect.logError("write-behind: a commit callback threw", describeCause(error)))
+    }
   }
 
   const compactWaiters = (): void => {
@@ -200,7 +222,7 @@ const make = Effect.gen(function*() {
     consecutiveFailures = 0
     failing = false
     while (waiterHead < waiters.length && waiters[waiterHead]!.seq <= committedSeq) {
-      Deferred.unsafeDone(waiters[waiterHead++]!.deferred, Exit.void)
+      settleSafely(waiters[waiterHead++]!, undefined)
     }
     compactWaiters()
     if (flushWaiters.length > 0) {
@@ -220,8 +242,9 @@ const make = Effect.gen(function*() {
     failing = true
     lastError = error.message
     const now = clock.unsafeCurrentTimeMillis()
+    let failed: PersistFailed | undefined
     while (waiterHead < waiters.length && waiters[waiterHead]!.deadline <= now) {
-      Deferred.unsafeDone(waiters[waiterHead++]!.deferred, Exit.fail(new PersistFailed({ message: error.message })))
+      settleSafely(waiters[waiterHead++]!, failed ??= new PersistFailed({ message: error.message }))
     }
     compactWaiters()
   }
@@ -323,9 +346,8 @@ const make = Effect.gen(function*() {
 
   /** Fails every caller still waiting (shutdown after the drain bound): nobody waits forever. */
   const failAllWaiters = (message: string): void => {
-    while (waiterHead < waiters.length) {
-      Deferred.unsafeDone(waiters[waiterHead++]!.deferred, Exit.fail(new PersistFailed({ message })))
-    }
+    const failed = new PersistFailed({ message })
+    while (waiterHead < waiters.length) settleSafely(waiters[waiterHead++]!, failed)
     waiters = []
     waiterHead = 0
   }
@@ -363,6 +385,8 @@ const make = Effect.gen(function*() {
       Effect.sync(() => submitUnsafe(mutations)),
     /** `submit` for synchronous callers (the apply path), so per-key order is the apply order. */
     submitUnsafe,
+    /** `submitUnsafe` with a callback instead of a deferred: no fiber has to wait (the PERSISTED ack path). */
+    submitThen,
     /** Enqueue without a completion handle (callers that never wait). */
     enqueueUnsafe: (mutations: ReadonlyArray<StorageMutation>): void => {
       enqueue(mutations)
