@@ -5,10 +5,13 @@
  */
 export class NodeIdInterner {
   private readonly ids = new Map<string, string>()
+  /** The last id interned: a batch repeats its writer's id, and `===` is cheaper than hashing a fresh string. */
+  private last = ""
   constructor(private readonly maxIds = 4096) {}
   intern(id: string): string {
+    if (id === this.last) return this.last
     const known = this.ids.get(id)
-    if (known !== undefined) return known
+    if (known !== undefined) return (this.last = known)
     if (this.ids.size < this.maxIds) this.ids.set(id, id)
     return id
   }
@@ -25,8 +28,16 @@ export class NodeIdTable {
   private readonly byId = new Map<string, number>()
   private readonly freed: number[] = []
 
+  /** The last id acquired and its index (a batch repeats its writer's id); reset when that index is freed. */
+  private lastId: string | undefined
+  private lastIndex = 0
+
   /** The index of `id`, with one more reference. */
   acquire(id: string): number {
+    if (id === this.lastId) {
+      this.refs[this.lastIndex]!++
+      return this.lastIndex
+    }
     let i = this.byId.get(id)
     if (i === undefined) {
       i = this.freed.pop() ?? this.ids.length
@@ -35,12 +46,15 @@ export class NodeIdTable {
       this.byId.set(id, i)
     }
     this.refs[i]!++
+    this.lastId = this.ids[i]
+    this.lastIndex = i
     return i
   }
 
   /** Drops one reference to index `i`. */
   release(i: number): void {
     if (--this.refs[i]! === 0) {
+      if (i === this.lastIndex) this.lastId = undefined
       this.byId.delete(this.ids[i]!)
       this.ids[i] = undefined
       this.freed.push(i)

@@ -1,5 +1,5 @@
 import { Effect, Match } from "effect"
-import { encodeMessageFast } from "../protocol/codec.js"
+import { encodeOpAck } from "../protocol/op-ack.js"
 import type { ClientMessage } from "../protocol/schema.js"
 import type { Connection } from "./Connections.js"
 import { lowestSuccessfulLevel, type OpResult, Operations, type WriteOutcome } from "./Operations.js"
@@ -51,11 +51,11 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
       }
     }
 
-    // OP_ACK objects are built without `undefined` fields (OpResult.error only when set): the fast encoder is safe.
+    // OP_ACK is the write hot path: written straight into bytes (protocol/op-ack.ts).
     const clientOpAck = (connection: Connection) => (results: ReadonlyArray<OpResult>) => {
       const result = results[0]
       if (result === undefined) return // no id: no OP_ACK
-      connection.sendEncoded(encodeMessageFast({ type: "OP_ACK", payload: { lastId: result.opId, achievedLevel: result.achievedLevel, results: [result] } }))
+      connection.sendEncoded(encodeOpAck(result.opId, result.achievedLevel, [result]))
     }
 
     const opBatchAck = (connection: Connection, ops: ReadonlyArray<unknown>) => {
@@ -68,7 +68,7 @@ export class Router extends Effect.Service<Router>()("tessera/Router", {
         }
       }
       return (results: ReadonlyArray<OpResult>) =>
-        connection.sendEncoded(encodeMessageFast({ type: "OP_ACK", payload: { lastId, achievedLevel: lowestSuccessfulLevel(results), results } }))
+        connection.sendEncoded(encodeOpAck(lastId, lowestSuccessfulLevel(results), results))
     }
 
     /**
