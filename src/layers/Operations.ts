@@ -1,4 +1,4 @@
-import { Effect, Exit, Option, Runtime } from "effect"
+import { Effect, Exit, FiberSet, Option, Runtime } from "effect"
 import { parseTimestamp, timestampToString } from "../crdt/hlc.js"
 import type { LWWRecord, ORMapRecord, Timestamp, WriteConcern } from "../crdt/types.js"
 import { WRITE_CONCERN_ORDER } from "../crdt/types.js"
@@ -139,7 +139,7 @@ class DuplicateWindow {
  * Applies run synchronously in op order; only PERSISTED waits, off the connection's inbound fiber.
  */
 export class Operations extends Effect.Service<Operations>()("tessera/Operations", {
-  effect: Effect.gen(function* () {
+  scoped: Effect.gen(function* () {
     const config = yield* ServerConfig
     const hlcService = yield* Hlc
     const hlc = hlcService.clock
@@ -440,7 +440,9 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
       return awaitPersisted(refusals, pending, collect)
     }
 
-    const deadlines = makeDeadlines(clock, runFork, (error) => runFork(Effect.logError("write-concern timeout callback threw", error)))
+    // Timer fibers live in the layer's scope: closing the server stops them (no timer keeps Node alive).
+    const deadlines = makeDeadlines(clock, yield* FiberSet.makeRuntime<never>(), (error) =>
+      runFork(Effect.logError("write-concern timeout callback threw", error)))
 
     /**
      * The PERSISTED wait of one write message, on callbacks rather than fibers (one commit callback and a
