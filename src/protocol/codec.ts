@@ -10,9 +10,10 @@
  *
  * Imported from `msgpackr/pack` (its plain entry), never `msgpackr`: the main entry switches on the native
  * string extractor (msgpackr-extract), which returns most strings as slices of one string holding all of
- * a message's short strings. A stored value would then keep its whole frame's text alive (measured: ~350
- * instead of ~130 bytes kept per written `{title, n}` value, and every write promoted that much out of
- * the young generation). Plain decoding costs ~5 µs more per 10-op frame and saves more than that in GC.
+ * a message's short strings. Anything that keeps a decoded string (OR-map records, the search index,
+ * tombstone and TTL key sets, live-query windows) would then keep its whole frame's text alive (measured:
+ * keeping one `{title, n}` value per 10-op frame, 200k frames hold 450 MB instead of 28 MB; V8's
+ * `--no-string-slices` does not change it). Plain decoding costs ~5 µs more per 10-op frame.
  */
 import { Packr, Unpackr } from "msgpackr/pack"
 import { jsonDepthExceeds, lastScanHadUndefined, scanMsgpack, ScanStatus } from "./scan.js"
