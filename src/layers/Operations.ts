@@ -462,21 +462,24 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
         } else group.push(slot)
       }
       let open = groups.length
-      let deliver: ((results: ReadonlyArray<OpResult>) => void) | undefined
+      const waiting: Array<(results: ReadonlyArray<OpResult>) => void> = []
       const settle = (group: (typeof groups)[number], result: (slot: Slot) => OpResult): void => {
         if (group.done) return
         group.done = true
         group.timeout?.cancel()
         for (const slot of group.slots) slot.result = result(slot)
-        if (--open === 0 && deliver !== undefined) deliver(collect())
+        if (--open === 0 && waiting.length > 0) {
+          const results = collect()
+          for (const deliver of waiting.splice(0)) deliver(results)
+        }
       }
       // With a shared store, the commit both persists and publishes (REPLICATED = PERSISTED reached).
       const persisted = (slot: Slot): OpResult => ({ opId: slot.opId!, success: true, achievedLevel: "PERSISTED" })
       const onCommit = (failure: PersistFailed | undefined): void => {
-        const failed = failure === undefined
+        const outcome = failure === undefined
           ? persisted
           : (slot: Slot): OpResult => ({ opId: slot.opId!, success: false, achievedLevel: below, error: `Persistence failed: ${failure.message}` })
-        for (const group of groups) settle(group, failed)
+        for (const group of groups) settle(group, outcome)
       }
       const timedOut = (slot: Slot): OpResult =>
         ({ opId: slot.opId!, success: false, achievedLevel: below, error: `Timeout: achieved ${below}, requested ${slot.requested}` })
@@ -484,9 +487,9 @@ export class Operations extends Effect.Service<Operations>()("tessera/Operations
       for (const group of groups) {
         if (!group.done) group.timeout = deadlines.add(group.slots[0]!.persistTimeout!, () => settle(group, timedOut))
       }
-      const whenResults = (d: (results: ReadonlyArray<OpResult>) => void): void => {
-        if (open === 0) d(collect())
-        else deliver = d
+      const whenResults = (deliver: (results: ReadonlyArray<OpResult>) => void): void => {
+        if (open === 0) deliver(collect())
+        else waiting.push(deliver)
       }
       return {
         refusals,

@@ -12,7 +12,8 @@
  * - A failing write is retried with capped exponential backoff until it commits: data is never dropped.
  *   Meanwhile `status.healthy` is false, the queue keeps accepting, and callers waiting for PERSISTED are
  *   failed once their `persistTimeoutMs` has passed (checked at each failed attempt).
- * - The deferred returned by `submit` completes when the batch holding the last of its mutations commits.
+ * - The deferred returned by `submit` completes when the batch holding the last of its mutations commits;
+ *   `submitThen` calls back instead, so a waiting write parks no fiber (the PERSISTED ack path).
  */
 import { Clock, Context, Data, Deferred, Effect, Exit, FiberId, Layer, Runtime, Schedule } from "effect"
 import type { Timestamp } from "../../crdt/types.js"
