@@ -3,16 +3,17 @@
  * read). MessagePack, because values arrive as MessagePack and must read back as the client wrote them:
  * the same decoder options as the wire codec (maps as plain objects, 64-bit integers as numbers).
  * Object keys whose value is `undefined` are dropped (as the wire and the JSON store drop them); a bare
- * `undefined` round-trips as ext 0. Imported from `msgpackr/pack`, never the native-accelerated entry
- * (see protocol/codec.ts).
+ * `undefined` round-trips as ext 0. Decoded like frames (protocol/msgpack.ts): no decoded string shares
+ * storage with the arena's bytes.
  */
-import { Packr, REUSE_BUFFER_MODE, RESET_BUFFER_MODE, Unpackr } from "msgpackr/pack"
+import { Packr, REUSE_BUFFER_MODE, RESET_BUFFER_MODE } from "msgpackr"
+import { makeUnpackr, unpackDetached } from "./msgpack.js"
 
 type PackrOptions = NonNullable<ConstructorParameters<typeof Packr>[0]>
 
 const SKIP_UNDEFINED = { includes: (v: unknown): boolean => v === undefined }
 const packr = new Packr({ useRecords: false, skipValues: SKIP_UNDEFINED } as PackrOptions & { skipValues: unknown })
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" })
+const unpackr = makeUnpackr()
 
 /** The encoder's own buffer, holding the last encoded value at `[start, end)`. */
 export type EncodedValue = Buffer & { readonly start: number; readonly end: number }
@@ -25,7 +26,7 @@ export const encodeStoredValue = (value: unknown): EncodedValue =>
   packr.pack(value, REUSE_BUFFER_MODE | RESET_BUFFER_MODE) as unknown as EncodedValue
 
 /** Decodes `bytes[start, end)`. */
-const decodeStoredValue = (bytes: Uint8Array, start: number, end: number): unknown => unpackr.unpack(bytes, { start, end })
+const decodeStoredValue = (bytes: Uint8Array, start: number, end: number): unknown => unpackDetached(unpackr, bytes, { start, end })
 
 /**
  * How stores describe one encoded value in a number: its byte length, with `JSON_TEXT` set when the bytes

@@ -5,12 +5,12 @@
  */
 import type * as http from "node:http"
 import { Context, Data, Effect, Option, Runtime } from "effect"
-import { Unpackr } from "msgpackr/pack"
 import type { LWWRecord, Timestamp } from "../crdt/types.js"
 import { encodeMessage, jsonDepthExceeds, scanMsgpack, ScanStatus, stripUndefined } from "../protocol/codec.js"
 import { decodeHttpSyncRequest } from "../protocol/decode.js"
 import type { HttpSyncRequest } from "../protocol/schema.js"
 import { lastScanHadUndefined } from "../protocol/scan.js"
+import { makeUnpackr, unpackDetached } from "../crdt/msgpack.js"
 import { compileQuery, runQuery, unreadableFields } from "../query/index.js"
 import { anonymousPrincipal, Auth, type Principal } from "./Auth.js"
 import { Cluster } from "./Cluster.js"
@@ -97,7 +97,7 @@ export const bearerToken = (header: string | undefined): string | undefined => {
 export const isJsonContentType = (contentType: string | undefined): boolean =>
   (contentType ?? "").toLowerCase().includes("application/json")
 
-const bodyUnpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" })
+const bodyUnpackr = makeUnpackr()
 
 const renameProtoKey = function (this: Record<string, unknown>, key: string, value: unknown): unknown {
   if (key !== "__proto__") return value
@@ -132,7 +132,7 @@ export const decodeSyncBody = (
   }
   const hadUndefined = lastScanHadUndefined()
   try {
-    const value = bodyUnpackr.unpack(body)
+    const value = unpackDetached(bodyUnpackr, body)
     return { _tag: "Ok", value: hadUndefined ? stripUndefined(value) : value }
   } catch (e) {
     return { _tag: "Invalid", details: [`malformed msgpack: ${e instanceof Error ? e.message : String(e)}`] }

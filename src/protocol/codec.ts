@@ -8,14 +8,11 @@
  * only plain msgpack plus ext-0 `undefined` ever reaches the decoder. This is the one msgpackr
  * instance of the server (never the copy bundled in @effect/platform).
  *
- * Imported from `msgpackr/pack` (its plain entry), never `msgpackr`: the main entry switches on the native
- * string extractor (msgpackr-extract), which returns most strings as slices of one string holding all of
- * a message's short strings. Anything that keeps a decoded string (OR-map records, the search index,
- * tombstone and TTL key sets, live-query windows) would then keep its whole frame's text alive (measured:
- * keeping one `{title, n}` value per 10-op frame, 200k frames hold 450 MB instead of 28 MB; V8's
- * `--no-string-slices` does not change it). Plain decoding costs ~5 µs more per 10-op frame.
+ * Decoding goes through crdt/msgpack.ts (native string extraction where available, no decoded string
+ * sharing storage with the frame).
  */
-import { Packr, Unpackr } from "msgpackr/pack"
+import { Packr } from "msgpackr"
+import { makeUnpackr, unpackDetached } from "../crdt/msgpack.js"
 import { jsonDepthExceeds, lastScanHadUndefined, scanMsgpack, ScanStatus } from "./scan.js"
 
 export { jsonDepthExceeds, scanMsgpack, ScanStatus } from "./scan.js"
@@ -27,7 +24,7 @@ export type DecodeFrameResult =
   | { readonly _tag: "TooDeep" }
   | { readonly _tag: "Malformed"; readonly error: string }
 
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" })
+const unpackr = makeUnpackr()
 
 /**
  * Iterative container-depth check (outermost container = depth 1). Returns true only when the frame
@@ -67,7 +64,7 @@ export function decodeFrame(data: Uint8Array | string, opts: { readonly maxDepth
       return malformed(status === ScanStatus.DisallowedExt ? "msgpack extension type not allowed" : "malformed msgpack")
     }
     try {
-      value = unpackr.unpack(data)
+      value = unpackDetached(unpackr, data)
     } catch (e) {
       return malformed(`malformed msgpack: ${errorText(e)}`)
     }

@@ -10,7 +10,8 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
-import { Packr, Unpackr } from "msgpackr/pack"
+import { Packr } from "msgpackr"
+import { makeUnpackr, unpackDetached } from "../../crdt/msgpack.js"
 import { partitionId } from "../../crdt/hash.js"
 import type { LWWRecord, ORMapRecord } from "../../crdt/types.js"
 import type { StorageMutation } from "../Storage.js"
@@ -39,10 +40,10 @@ export interface ChangeRowInput {
 }
 
 const packr = new Packr({ useRecords: false, moreTypes: false })
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" })
+const unpackr = makeUnpackr()
 
 export const encodePayload = (p: ChangePayload): Buffer => packr.pack(p)
-export const decodePayload = (b: Uint8Array): ChangePayload => unpackr.unpack(b) as ChangePayload
+export const decodePayload = (b: Uint8Array): ChangePayload => unpackDetached(unpackr, b) as ChangePayload
 
 const lwwId = (map: string, key: string) => `${map}\u0000${key}`
 const orId = (map: string, key: string, tag: string) => `${map}\u0000${key}\u0000${tag}`
