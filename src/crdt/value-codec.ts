@@ -3,7 +3,7 @@
  * read). MessagePack, because values arrive as MessagePack and must read back as the client wrote them:
  * the same decoder options as the wire codec (maps as plain objects, 64-bit integers as numbers).
  * Object keys whose value is `undefined` are dropped (as the wire and the JSON store drop them); a bare
- * `undefined` round-trips as ext 0. Decoded like frames (protocol/msgpack.ts): no decoded string shares
+ * `undefined` round-trips as ext 0. Decoded like frames (crdt/msgpack.ts): no decoded string shares
  * storage with the arena's bytes.
  */
 import { Packr, REUSE_BUFFER_MODE, RESET_BUFFER_MODE } from "msgpackr"
