@@ -13,6 +13,7 @@ import { Hooks, type ServerHooks } from "./Hooks.js"
 import { MetricsRegistry } from "./Metrics.js"
 import { Router, type WriteMessage } from "./Router.js"
 import { ServerConfig } from "./ServerConfig.js"
+import { TurnFlush } from "./turn-flush.js"
 
 type InboundFrame = { readonly type: string; readonly [key: string]: unknown }
 
@@ -75,6 +76,7 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
     const connectionAdmission = new ConnectionAdmission(config.connectionRateLimit, config.connectionRateWindowMs, config.maxPendingConnections)
     const inFlight = new InFlightLimiter(Math.max(1, config.maxInFlightBatches))
     const closeListeners = new Set<ServerCloseListener>()
+    const turnFlush = new TurnFlush((error) => runFork(Effect.logError("socket flush failed", error)))
 
     const authRequired = encodeMessage({ type: "AUTH_REQUIRED" })
 
@@ -119,8 +121,9 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
         /*
          * Outbound FIFO. Frames are written to the socket synchronously, in call order, so per-connection
          * order holds by construction (the socket's own buffer is the queue) and no fiber hop is paid per
-         * message. The socket is corked for the rest of the tick, so a burst of frames (fan-out, many acks)
-         * leaves in one write. The backlog is what the socket has not flushed yet (`bufferedAmount`, corked
+         * message. The socket is corked until the end of the event-loop turn (turn-flush.ts), so a burst of
+         * frames (fan-out, many acks) leaves in one write, and a turn's answers to many connections leave
+         * together. The backlog is what the socket has not flushed yet (`bufferedAmount`, corked
          * frames included); its frame count is estimated from the connection's average frame size. Above
          * either limit the connection is closed as a slow consumer.
          */
@@ -146,7 +149,7 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
           if (!corked && rawSocket !== undefined) {
             corked = true
             rawSocket.cork()
-            process.nextTick(uncork)
+            turnFlush.add(uncork)
           }
           ws.send(frame)
         }
