@@ -51,6 +51,16 @@ export const StorableString = Schema.String.pipe(
   Schema.annotations({ identifier: "StorableString" })
 )
 
+/**
+ * An array whose elements are checked elsewhere (ops, validated one by one). Same as
+ * `Schema.Array(Schema.Unknown)` but without walking and copying the elements: half the decode cost of an
+ * OP_BATCH envelope.
+ */
+export const UnknownArray = Schema.declare((u: unknown): u is ReadonlyArray<unknown> => Array.isArray(u), {
+  identifier: "Array",
+  description: "an array"
+})
+
 const opt = <S extends Schema.Schema.All>(schema: S) => Schema.optionalWith(schema, { exact: true })
 
 const payloadMessage = <T extends string, F extends Schema.Struct.Fields>(type: T, fields: F) =>
@@ -264,7 +274,7 @@ export type ClientOpMessage = typeof ClientOpMessage.Type
 
 /** Each element of `ops` is validated by `validateClientOp`; a bad op does not fail the batch. */
 export const OpBatchMessage = payloadMessage("OP_BATCH", {
-  ops: Schema.Array(Schema.Unknown),
+  ops: UnknownArray,
   writeConcern: opt(WriteConcernSchema),
   timeout: opt(NonNegativeInt)
 })
@@ -1019,7 +1029,7 @@ export type ServerMessageType = ServerMessage["type"]
 export const HttpSyncRequestSchema = Schema.Struct({
   clientId: opt(Schema.String),
   clientHlc: TimestampSchema,
-  operations: opt(Schema.Array(Schema.Unknown)),
+  operations: opt(UnknownArray),
   syncMaps: opt(Schema.Array(Schema.Struct({ mapName: StorableString, lastSyncTimestamp: TimestampSchema }))),
   queries: opt(Schema.Array(Schema.Struct({
     queryId: Schema.String,
