@@ -100,11 +100,13 @@ export const encodeOpAck = (lastId: string, achievedLevel: string, results: Read
   ensure(RESULTS.length)
   put(RESULTS)
   putArrayHeader(results.length)
+  // Room is reserved before each run of fixed bytes: a string may have grown the buffer to fit just itself.
   for (const r of results) {
-    ensure(1 + OP_ID.length + SUCCESS.length + 1 + ACHIEVED_LEVEL.length + ERROR.length)
+    ensure(1 + OP_ID.length)
     buf[pos++] = r.error !== undefined ? 0x84 : 0x83
     put(OP_ID)
     putString(r.opId)
+    ensure(SUCCESS.length + 1 + ACHIEVED_LEVEL.length)
     put(SUCCESS)
     buf[pos++] = r.success ? 0xc3 : 0xc2
     put(ACHIEVED_LEVEL)

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest"
+import { describe, expect, it, vi } from "vitest"
 import * as fc from "fast-check"
 import { decodeFrame, encodeMessageFast } from "../../src/protocol/codec.js"
 import { encodeOpAck } from "../../src/protocol/op-ack.js"
@@ -47,5 +47,20 @@ describe("encodeOpAck", () => {
     const copy = Buffer.from(first)
     encodeOpAck("b".repeat(100), "PERSISTED", [{ opId: "x", success: false, achievedLevel: "APPLIED", error: "no" }])
     expect(Buffer.from(first).equals(copy)).toBe(true)
+  })
+
+  it("grows its buffer mid-result: an id that needs more than twice the buffer, followed by the rest of the result", async () => {
+    // A fresh module (16 KiB buffer). Each id is > 2 × the buffer in UTF-8, so growth sizes the buffer to
+    // the id exactly and what follows the id in the result (success, achievedLevel, error) needs room of its own.
+    vi.resetModules()
+    const { encodeOpAck } = await import("../../src/protocol/op-ack.js")
+    for (const n of [30_000, 300_000]) {
+      const opId = "€".repeat(n)
+      const results = [{ opId, success: true, achievedLevel: "PERSISTED", error: "" }, { opId: "b", success: false, achievedLevel: "MEMORY" }]
+      expect(decoded(encodeOpAck("", "FIRE_AND_FORGET", results))).toEqual({
+        type: "OP_ACK",
+        payload: { lastId: "", achievedLevel: "FIRE_AND_FORGET", results }
+      })
+    }
   })
 })
