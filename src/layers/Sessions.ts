@@ -373,7 +373,7 @@ export class Sessions extends Effect.Service<Sessions>()("tessera/Sessions", {
             onMessage(data, isBinary)
           } catch (error) {
             // Decoding is plain code; a bug there must not kill the process.
-            Effect.runFork(Effect.logError("frame handling crashed", error))
+            runFork(Effect.logError("frame handling crashed", error).pipe(Effect.annotateLogs({ remote: remoteAddress })))
           }
         })
         ws.on("close", () => {
