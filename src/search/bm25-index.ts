@@ -1,4 +1,4 @@
-import { tokenize, tokenizeInto } from "./tokenizer.js"
+import { AsciiWordMemo, tokenize, tokenizeInto } from "./tokenizer.js"
 
 /** BM25 parameters of protocol §4.10. */
 export const K1 = 1.2
@@ -29,40 +29,46 @@ export const inverseDocumentFrequency = (docCount: number, df: number): number =
 export const termScore = (idf: number, tf: number, dl: number, avgdl: number): number =>
   idf * ((tf * (K1 + 1)) / (tf + K1 * (1 - B + B * (dl / avgdl))))
 
-/** Stride of `Posting.data`: document ordinal, tf in the field, slot of the entry in the document's entries. */
-const POSTING_STRIDE = 3
+/** Stride of `Posting.data`: document ordinal, the document's version when added, field id, tf in the field. */
+const POSTING_STRIDE = 4
 const ORD = 0
-const TF = 1
-const SLOT = 2
+const VERSION = 1
+const FIELD = 2
+const TF = 3
 /** Entries a new posting has room for; capacity doubles when full. */
 const INITIAL_POSTING_CAPACITY = 2
+/** A posting is compacted once it holds at least this many dead entries and more dead than live ones. */
+const COMPACT_MIN_DEAD = 8
+/**
+ * Versions count up per ordinal and are never reused; an ordinal whose version reaches this is retired
+ * (its document moves to a fresh ordinal), so a stale entry can never look current again.
+ */
+const MAX_VERSION = 0x7fffffff
 
 /**
  * Documents containing one term. An entry is one (document, field) pair; `df` counts distinct documents.
- * Entries are interleaved in one typed array (one cache line per removal swap, no per-entry boxing);
- * removal is swap-with-last, so each entry remembers where its document refers back to it (its slot) and
- * the document remembers the entry's position. A posting whose last entry goes stays in the map with
- * `count = df = 0` (cheap to refill on the next upsert) until empty postings are swept in bulk.
+ * Entries are interleaved in one typed array (no per-entry boxing) and are never moved when their
+ * document changes: a replaced or removed document's entries just stop being current (their version is
+ * older than the document's, see `FullTextIndex.docVersions`) and count as `dead`. Compaction drops dead
+ * entries in one sequential pass once they outnumber the live ones, so a posting holds at most about
+ * twice its live entries. (Removing entries in place needs a back-pointer update in another document per
+ * removal: a cache miss per term that dominated indexing time in a running server.)
  */
 class Posting {
   df = 0
-  /** Entries in use: `data[0, count × POSTING_STRIDE)`. */
+  /** Entries in `data[0, count × POSTING_STRIDE)`, dead ones included. */
   count = 0
+  dead = 0
   data = new Int32Array(INITIAL_POSTING_CAPACITY * POSTING_STRIDE)
-  /** Removal pass that last counted this posting's df (a term can repeat across a document's fields). */
+  /** Pass that last counted this posting's df (a term can repeat across a document's fields). */
   removalStamp = 0
-  /**
-   * Upsert scratch (no Map per field): the field being tokenized that last saw this term, the term's tf in
-   * it and its index among the document's distinct (field, term) pairs.
-   */
+  /** Upsert scratch (no Map per field): the field being tokenized that last saw this term, and its tf there. */
   fieldStamp = 0
   fieldTf = 0
-  fieldSlot = 0
   constructor(readonly term: string) {}
 
-  append(ord: number, tf: number, slot: number): number {
-    const position = this.count
-    let base = position * POSTING_STRIDE
+  append(ord: number, version: number, fieldId: number, tf: number): void {
+    let base = this.count * POSTING_STRIDE
     if (base === this.data.length) {
       const grown = new Int32Array(this.data.length * 2)
       grown.set(this.data)
@@ -70,28 +76,33 @@ class Posting {
     }
     const data = this.data
     data[base++] = ord
-    data[base++] = tf
-    data[base] = slot
-    this.count = position + 1
-    return position
+    data[base++] = version
+    data[base++] = fieldId
+    data[base] = tf
+    this.count++
   }
 }
 
 /** Empty postings are swept once there are more than this many and they outnumber live ones. */
 const EMPTY_POSTINGS_SWEEP_MIN = 1024
 
-/** Stride of `IndexedDoc.entries`: posting, position in the posting. */
+/** Stride of `IndexedDoc.entries`: posting, tf. */
 const STRIDE = 2
 /** Stride of `IndexedDoc.fields`: field id, field token count, end slot of the field's entries. */
 const FIELD_STRIDE = 3
 
+/**
+ * One indexed document. A replace rewrites it in place (same object and arrays): documents live until their
+ * key is next written, long enough to be promoted, so allocating new ones per write would be old-generation
+ * garbage at the write rate.
+ */
 interface IndexedDoc {
   readonly key: string
   /** Combined token count (dl) over all indexed fields. */
-  readonly length: number
+  length: number
   /**
-   * Flat (posting, postingPosition) pairs, one per distinct term of each field, grouped by field. Referencing
-   * the posting (not the token string) shares one term string per index instead of one per document.
+   * Flat (posting, tf) pairs, one per distinct term of each field, grouped by field. Referencing the posting
+   * (not the token string) shares one term string per index instead of one per document.
    */
   readonly entries: Array<Posting | number>
   /** Flat (fieldId, fieldTokenCount, entryEndSlot) triples for the fields with at least one token. */
@@ -164,23 +175,23 @@ export class FullTextIndex {
   private readonly docs: Array<IndexedDoc | undefined> = []
   private readonly docLengths: number[] = []
   private readonly freeOrds: number[] = []
+  /** Per ordinal: the version its current entries carry (entries with another version are dead). */
+  private docVersions = new Int32Array(64)
   /** Counter for `Posting.removalStamp`. */
   private removals = 0
   /** Counter for `Posting.fieldStamp`. */
   private tokenizedFields = 0
-  /** Postings in `postings` with no entries (kept for reuse, swept in bulk). */
+  /** Postings in `postings` with df 0 (kept for reuse, swept in bulk). */
   private emptyPostings = 0
   // Upsert scratch, reused across documents: tokens of one field; per distinct (field, term) of the document
   // its posting and tf; per field (fieldId, token count, end index into the distinct arrays).
   private readonly tokenScratch: string[] = []
+  private readonly postingScratch: Posting[] = []
+  /** ASCII word → its posting: indexing a known word is one probe (emptied whenever postings are swept). */
+  private readonly wordPostings = new AsciiWordMemo<Posting>((token) => this.postingOf(token))
   private readonly distinctPostings: Posting[] = []
   private readonly distinctTfs: number[] = []
   private readonly fieldScratch: number[] = []
-  /** Per tokenized field: its `Posting.fieldStamp` value. */
-  private readonly fieldStampScratch: number[] = []
-  // Replace scratch: per old entry slot its new slot (or -1); per new slot whether an old entry was kept.
-  private readonly keptAs: number[] = []
-  private readonly kept: boolean[] = []
   private docCount = 0
   private totalLength = 0
   // Per-ordinal scratch for searches; every slot is back to zero between searches.
@@ -227,22 +238,14 @@ export class FullTextIndex {
   private addDocument(key: string, value: Record<string, unknown>): void {
     const fieldCount = this.tokenizeFields(value)
     if (fieldCount === 0) return
-    const distinctPostings = this.distinctPostings
-    const distinctTfs = this.distinctTfs
-    const distinct = this.fieldScratch[FIELD_STRIDE * (fieldCount - 1) + 2]!
     const ord = this.freeOrds.pop() ?? this.docs.length
-    const entries: Array<Posting | number> = new Array(distinct * STRIDE)
-    for (let slot = 0; slot < distinct; slot++) {
-      const posting = distinctPostings[slot]!
-      const count = posting.count
-      if (count === 0) this.emptyPostings--
-      // This document's entries are appended consecutively, so an earlier field already counted it in df
-      // exactly when it owns the posting's last entry.
-      if (count === 0 || posting.data[(count - 1) * POSTING_STRIDE + ORD] !== ord) posting.df++
-      entries[slot * STRIDE] = posting
-      entries[slot * STRIDE + 1] = posting.append(ord, distinctTfs[slot]!, slot)
+    if (ord >= this.docVersions.length) {
+      const grown = new Int32Array(Math.max(ord + 1, this.docVersions.length * 2))
+      grown.set(this.docVersions)
+      this.docVersions = grown
     }
-    const fields = this.addFieldStats(fieldCount)
+    const entries = this.appendEntries(ord, this.docVersions[ord]!, fieldCount, [])
+    const fields = this.addFieldStats(fieldCount, [])
     let length = 0
     for (let f = 0; f < fields.length; f += FIELD_STRIDE) length += fields[f + 1]!
     this.docs[ord] = { key, length, entries, fields }
@@ -253,110 +256,112 @@ export class FullTextIndex {
   }
 
   /**
-   * Re-indexes the document at `ord` as a diff: an entry whose (field, term) is in both versions stays where
-   * it is in its posting (only tf and slot are rewritten); the others are removed / appended. Updates that
-   * keep most of the text (and common terms, whose postings are the largest) thus skip the swap and append.
+   * Adds the tokenized document (the upsert scratch) to its postings under (`ord`, `version`), counting df
+   * once per distinct term; writes the document's (posting, tf) entries into `entries` (from index 0) and
+   * returns it.
    */
-  private replaceDocument(key: string, ord: number, value: Record<string, unknown>): void {
-    const fieldCount = this.tokenizeFields(value)
-    if (fieldCount === 0) return this.removeDocument(key)
-    const docs = this.docs
-    const old = docs[ord]!
-    const oldEntries = old.entries
-    const oldFields = old.fields
+  private appendEntries(ord: number, version: number, fieldCount: number, entries: Array<Posting | number>): Array<Posting | number> {
     const fieldScratch = this.fieldScratch
     const distinctPostings = this.distinctPostings
     const distinctTfs = this.distinctTfs
-    const keptAs = this.keptAs
-    const kept = this.kept
     const distinct = fieldScratch[FIELD_STRIDE * (fieldCount - 1) + 2]!
-    for (let d = 0; d < distinct; d++) kept[d] = false
-
-    // Match old entries to new (field, term) pairs: a posting stamped by the same field id's tokenization.
-    let oldSlot = 0
-    for (let g = 0; g < oldFields.length; g += FIELD_STRIDE) {
-      const fieldId = oldFields[g]!
-      const end = oldFields[g + 2]!
-      let stamp = -1
-      for (let f = 0; f < fieldCount; f++) {
-        if (fieldScratch[f * FIELD_STRIDE] === fieldId) stamp = this.fieldStampScratch[f]!
-      }
-      for (; oldSlot < end; oldSlot++) {
-        const posting = oldEntries[oldSlot * STRIDE] as Posting
-        if (posting.fieldStamp === stamp) {
-          keptAs[oldSlot] = posting.fieldSlot
-          kept[posting.fieldSlot] = true
-        } else keptAs[oldSlot] = -1
-      }
-    }
-
-    // df: −1 per distinct term of the old version, +1 per distinct term of the new one.
-    const removedStamp = ++this.removals
-    for (let i = 0; i < oldEntries.length; i += STRIDE) {
-      const posting = oldEntries[i] as Posting
-      if (posting.removalStamp !== removedStamp) {
-        posting.removalStamp = removedStamp
-        posting.df--
+    entries.length = distinct * STRIDE
+    const stamp = ++this.removals
+    let slot = 0
+    for (let f = 0; f < fieldCount; f++) {
+      const fieldId = fieldScratch[f * FIELD_STRIDE]!
+      const end = fieldScratch[f * FIELD_STRIDE + 2]!
+      for (; slot < end; slot++) {
+        const posting = distinctPostings[slot]!
+        const tf = distinctTfs[slot]!
+        if (posting.removalStamp !== stamp) {
+          posting.removalStamp = stamp
+          if (posting.df++ === 0) this.emptyPostings--
+        }
+        posting.append(ord, version, fieldId, tf)
+        entries[slot * STRIDE] = posting
+        entries[slot * STRIDE + 1] = tf
       }
     }
-    const addedStamp = ++this.removals
-    for (let d = 0; d < distinct; d++) {
-      const posting = distinctPostings[d]!
-      if (posting.removalStamp !== addedStamp) {
-        posting.removalStamp = addedStamp
-        posting.df++
-      }
-    }
-
-    // Unmatched old entries leave their postings first (swaps keep `oldEntries` positions current, also for
-    // this document's own kept entries, whose stored slot is still the old one).
-    for (let slot = 0; slot < oldSlot; slot++) {
-      if (keptAs[slot] === -1) this.removeEntry(oldEntries[slot * STRIDE] as Posting, oldEntries[slot * STRIDE + 1] as number)
-    }
-    const entries: Array<Posting | number> = new Array(distinct * STRIDE)
-    for (let slot = 0; slot < oldSlot; slot++) {
-      const d = keptAs[slot]!
-      if (d === -1) continue
-      const posting = oldEntries[slot * STRIDE] as Posting
-      const position = oldEntries[slot * STRIDE + 1] as number
-      posting.data[position * POSTING_STRIDE + TF] = distinctTfs[d]!
-      posting.data[position * POSTING_STRIDE + SLOT] = d
-      entries[d * STRIDE] = posting
-      entries[d * STRIDE + 1] = position
-    }
-    for (let d = 0; d < distinct; d++) {
-      if (kept[d]) continue
-      const posting = distinctPostings[d]!
-      if (posting.count === 0) this.emptyPostings--
-      entries[d * STRIDE] = posting
-      entries[d * STRIDE + 1] = posting.append(ord, distinctTfs[d]!, d)
-    }
-
-    this.subtractFieldStats(oldFields)
-    const fields = this.addFieldStats(fieldCount)
-    let length = 0
-    for (let f = 0; f < fields.length; f += FIELD_STRIDE) length += fields[f + 1]!
-    docs[ord] = { key, length, entries, fields }
-    this.docLengths[ord] = length
-    this.totalLength += length - old.length
+    return entries
   }
 
-  /** Swap-with-last removal of the entry at `position` (df is the caller's business). */
-  private removeEntry(posting: Posting, position: number): void {
-    const last = posting.count - 1
-    if (position !== last) {
-      const data = posting.data
-      const from = last * POSTING_STRIDE
-      const to = position * POSTING_STRIDE
-      const movedOrd = data[from + ORD]!
-      const movedSlot = data[from + SLOT]!
-      data[to + ORD] = movedOrd
-      data[to + TF] = data[from + TF]!
-      data[to + SLOT] = movedSlot
-      this.docs[movedOrd]!.entries[movedSlot * STRIDE + 1] = position
+  /**
+   * Marks a document's entries dead (the caller has already moved its ordinal to a new version): df drops
+   * once per distinct term. A posting left without documents is emptied at once; one with many dead entries
+   * is compacted.
+   */
+  private retireEntries(entries: ReadonlyArray<Posting | number>): void {
+    const stamp = ++this.removals
+    for (let i = 0; i < entries.length; i += STRIDE) {
+      const posting = entries[i] as Posting
+      posting.dead++
+      if (posting.removalStamp !== stamp) {
+        posting.removalStamp = stamp
+        if (--posting.df === 0) this.emptyPostings++
+      }
     }
-    posting.count = last
-    if (last === 0) this.emptyPostings++
+  }
+
+  /** After `retireEntries`: empties or compacts the postings `entries` refer to. */
+  private tidyPostings(entries: ReadonlyArray<Posting | number>): void {
+    for (let i = 0; i < entries.length; i += STRIDE) {
+      const posting = entries[i] as Posting
+      if (posting.df === 0) {
+        // No document left: every entry is dead.
+        posting.count = 0
+        posting.dead = 0
+      } else if (posting.dead >= COMPACT_MIN_DEAD && posting.dead * 2 > posting.count) this.compact(posting)
+    }
+  }
+
+  /** Drops a posting's dead entries in one pass, keeping the live ones in order; shrinks a mostly empty array. */
+  private compact(posting: Posting): void {
+    const versions = this.docVersions
+    const data = posting.data
+    const end = posting.count * POSTING_STRIDE
+    let w = 0
+    for (let r = 0; r < end; r += POSTING_STRIDE) {
+      if (versions[data[r + ORD]!] !== data[r + VERSION]) continue
+      if (w !== r) {
+        data[w + ORD] = data[r + ORD]!
+        data[w + VERSION] = data[r + VERSION]!
+        data[w + FIELD] = data[r + FIELD]!
+        data[w + TF] = data[r + TF]!
+      }
+      w += POSTING_STRIDE
+    }
+    posting.count = w / POSTING_STRIDE
+    posting.dead = 0
+    const capacity = Math.max(INITIAL_POSTING_CAPACITY, posting.count * 2) * POSTING_STRIDE
+    if (data.length >= 4 * capacity) posting.data = data.slice(0, capacity)
+  }
+
+  /**
+   * Re-indexes the document at `ord`: its old entries become dead (a version bump, no posting is searched or
+   * rewritten), and the new version's entries are appended.
+   */
+  private replaceDocument(key: string, ord: number, value: Record<string, unknown>): void {
+    if (this.docVersions[ord]! >= MAX_VERSION - 1) {
+      // Retire the ordinal (removeDocument does not free it at this version) and index under a fresh one.
+      this.removeDocument(key)
+      this.addDocument(key, value)
+      return
+    }
+    const fieldCount = this.tokenizeFields(value)
+    if (fieldCount === 0) return this.removeDocument(key)
+    const doc = this.docs[ord]!
+    const version = ++this.docVersions[ord]!
+    this.retireEntries(doc.entries)
+    this.tidyPostings(doc.entries)
+    this.appendEntries(ord, version, fieldCount, doc.entries)
+    this.subtractFieldStats(doc.fields)
+    const fields = this.addFieldStats(fieldCount, doc.fields)
+    let length = 0
+    for (let f = 0; f < fields.length; f += FIELD_STRIDE) length += fields[f + 1]!
+    this.totalLength += length - doc.length
+    doc.length = length
+    this.docLengths[ord] = length
   }
 
   private subtractFieldStats(fields: ReadonlyArray<number>): void {
@@ -367,10 +372,10 @@ export class FullTextIndex {
     }
   }
 
-  /** Adds the tokenized fields' statistics; returns the document's (fieldId, length, end) triples. */
-  private addFieldStats(fieldCount: number): number[] {
+  /** Adds the tokenized fields' statistics; writes the document's (fieldId, length, end) triples into `fields`. */
+  private addFieldStats(fieldCount: number, fields: number[]): number[] {
     const fieldScratch = this.fieldScratch
-    const fields: number[] = new Array(fieldCount * FIELD_STRIDE)
+    fields.length = fieldCount * FIELD_STRIDE
     for (let f = 0; f < fieldCount * FIELD_STRIDE; f += FIELD_STRIDE) {
       const stats = this.fieldStats[fieldScratch[f]!]!
       stats.docCount++
@@ -386,21 +391,13 @@ export class FullTextIndex {
     const ord = this.ordByKey.get(key)
     if (ord === undefined) return
     const doc = this.docs[ord]!
-    const entries = doc.entries
-    // A term can repeat across fields; df drops once per distinct term (stamped, no Set per removal).
-    const stamp = ++this.removals
-    for (let i = 0; i < entries.length; i += STRIDE) {
-      const posting = entries[i] as Posting
-      this.removeEntry(posting, entries[i + 1] as number)
-      if (posting.removalStamp !== stamp) {
-        posting.removalStamp = stamp
-        posting.df--
-      }
-    }
+    const version = ++this.docVersions[ord]!
+    this.retireEntries(doc.entries)
+    this.tidyPostings(doc.entries)
     this.subtractFieldStats(doc.fields)
     this.docs[ord] = undefined
     this.docLengths[ord] = 0
-    this.freeOrds.push(ord)
+    if (version < MAX_VERSION) this.freeOrds.push(ord)
     this.ordByKey.delete(key)
     this.docCount--
     this.totalLength -= doc.length
@@ -411,7 +408,8 @@ export class FullTextIndex {
     const empty = this.emptyPostings
     if (empty === 0) return
     if (!force && (empty <= EMPTY_POSTINGS_SWEEP_MIN || empty * 2 <= this.postings.size)) return
-    for (const [term, posting] of this.postings) if (posting.count === 0) this.postings.delete(term)
+    for (const [term, posting] of this.postings) if (posting.df === 0) this.postings.delete(term)
+    this.wordPostings.clear()
     this.emptyPostings = 0
   }
 
@@ -458,7 +456,7 @@ export class FullTextIndex {
       const posting = entries[i] as Posting
       const tf = tfByTerm.get(posting.term)
       if (tf !== undefined) {
-        tfByTerm.set(posting.term, tf + posting.data[(entries[i + 1] as number) * POSTING_STRIDE + TF]!)
+        tfByTerm.set(posting.term, tf + (entries[i + 1] as number))
       }
     }
     const avgdl = this.totalLength / this.docCount
@@ -494,6 +492,7 @@ export class FullTextIndex {
   private tokenizeFields(value: Record<string, unknown>): number {
     const names = this.configuredFields ?? Object.keys(value)
     const tokens = this.tokenScratch
+    const postings = this.postingScratch
     const distinctPostings = this.distinctPostings
     const distinctTfs = this.distinctTfs
     const fieldScratch = this.fieldScratch
@@ -502,18 +501,21 @@ export class FullTextIndex {
     for (const name of names) {
       const text = value[name]
       if (typeof text !== "string") continue
-      const tokenCount = tokenizeInto(text, tokens)
+      let tokenCount = this.wordPostings.scan(text, postings)
+      if (tokenCount < 0) {
+        tokenCount = tokenizeInto(text, tokens)
+        for (let t = 0; t < tokenCount; t++) postings[t] = this.postingOf(tokens[t]!)
+      }
       if (tokenCount === 0) continue
       const fieldStamp = ++this.tokenizedFields
       const fieldStart = distinct
       for (let t = 0; t < tokenCount; t++) {
-        const posting = this.postingOf(tokens[t]!)
+        const posting = postings[t]!
         if (posting.fieldStamp === fieldStamp) {
           posting.fieldTf++
         } else {
           posting.fieldStamp = fieldStamp
           posting.fieldTf = 1
-          posting.fieldSlot = distinct
           distinctPostings[distinct++] = posting
         }
       }
@@ -521,7 +523,6 @@ export class FullTextIndex {
       fieldScratch[fieldCount * FIELD_STRIDE] = this.fieldId(name)
       fieldScratch[fieldCount * FIELD_STRIDE + 1] = tokenCount
       fieldScratch[fieldCount * FIELD_STRIDE + 2] = distinct
-      this.fieldStampScratch[fieldCount] = fieldStamp
       fieldCount++
     }
     return fieldCount
@@ -579,22 +580,31 @@ export class FullTextIndex {
     }
   }
 
-  /** Per-document combined tf of a term: sums the document's per-field entries (no merging when df = entries). */
+  /**
+   * Per-document combined tf of a term over its live entries: sums the document's per-field entries (no
+   * merging when each live document has one entry).
+   */
   private combinedTermFrequencies(posting: Posting): { ords: Int32Array; tfs: Int32Array } {
-    const { data, count } = posting
-    const ords = new Int32Array(posting.df)
-    const tfs = new Int32Array(posting.df)
-    if (posting.df === count) {
-      for (let i = 0, base = 0; i < count; i++, base += POSTING_STRIDE) {
-        ords[i] = data[base + ORD]!
-        tfs[i] = data[base + TF]!
+    const { data, count, dead, df } = posting
+    const versions = this.docVersions
+    const ords = new Int32Array(df)
+    const tfs = new Int32Array(df)
+    const end = count * POSTING_STRIDE
+    if (df === count - dead) {
+      let i = 0
+      for (let base = 0; base < end; base += POSTING_STRIDE) {
+        const ord = data[base + ORD]!
+        if (dead !== 0 && versions[ord] !== data[base + VERSION]) continue
+        ords[i] = ord
+        tfs[i++] = data[base + TF]!
       }
       return { ords, tfs }
     }
     const scratch = this.tfScratch
     let distinct = 0
-    for (let base = 0; base < count * POSTING_STRIDE; base += POSTING_STRIDE) {
+    for (let base = 0; base < end; base += POSTING_STRIDE) {
       const ord = data[base + ORD]!
+      if (versions[ord] !== data[base + VERSION]) continue
       if (scratch[ord] === 0) ords[distinct++] = ord
       scratch[ord]! += data[base + TF]!
     }
@@ -623,11 +633,12 @@ export class FullTextIndex {
       const posting = this.postings.get(term)
       if (posting === undefined) continue
       const { data, count } = posting
+      const versions = this.docVersions
       for (let base = 0; base < count * POSTING_STRIDE; base += POSTING_STRIDE) {
         const ord = data[base + ORD]!
+        if (versions[ord] !== data[base + VERSION]) continue
         const doc = this.docs[ord]!
-        const group = fieldGroupOf(doc, data[base + SLOT]!)
-        const fieldId = doc.fields[group]!
+        const fieldId = data[base + FIELD]!
         let bucket = buckets.get(fieldId)
         if (bucket === undefined) {
           bucket = { ords: [], tfs: [], lengths: [] }
@@ -636,7 +647,7 @@ export class FullTextIndex {
         }
         bucket.ords.push(ord)
         bucket.tfs.push(data[base + TF]!)
-        bucket.lengths.push(doc.fields[group + 1]!)
+        bucket.lengths.push(fieldLengthOf(doc, fieldId))
       }
     }
     const scores = this.scoreScratch
@@ -758,12 +769,11 @@ export class FullTextIndex {
  */
 const detach = (token: string): string => (" " + token).slice(1)
 
-/** Offset in `doc.fields` of the field owning entry `slot` (a document has few fields: a linear scan). */
-function fieldGroupOf(doc: IndexedDoc, slot: number): number {
+/** Token count of field `fieldId` in `doc` (a document has few fields: a linear scan). */
+function fieldLengthOf(doc: IndexedDoc, fieldId: number): number {
   const fields = doc.fields
-  let i = 0
-  while (i + FIELD_STRIDE < fields.length && slot >= fields[i + 2]!) i += FIELD_STRIDE
-  return i
+  for (let i = 0; i < fields.length; i += FIELD_STRIDE) if (fields[i] === fieldId) return fields[i + 1]!
+  return 0
 }
 
 /** The first `k` items in `before` order, via a bounded max-heap whose root is the worst kept item. */

@@ -100,4 +100,55 @@ describe("FullTextIndex in-place maintenance", () => {
     for (let i = 0; i < 100; i++) if (i % 3 !== 0) docs.set(`k${i}`, { t: i % 2 === 0 ? "needle hay" : "needle" })
     expect(index.search("needle hay")).toEqual(rebuild(docs).search("needle hay"))
   })
+
+  it("compacts dead entries: many rewrites of a few documents keep postings near their live size and results exact", () => {
+    const index = new FullTextIndex(["title", "body"])
+    const docs = new Map<string, unknown>()
+    const words = ["apple", "pie", "dog", "run", "zeta", "blue", "sky"]
+    for (let i = 0; i < 3000; i++) {
+      const key = `k${i % 5}`
+      const doc = { title: `${words[i % 7]} apple`, body: `${words[(i * 3) % 7]} ${words[(i * 5) % 7]} apple` }
+      index.upsert(key, doc)
+      docs.set(key, doc)
+      if (i % 500 === 499) {
+        const rebuilt = rebuild(docs, ["title", "body"])
+        for (const q of ["apple", "pie dog", "zeta sky blue", "run apple"]) {
+          expect(index.search(q)).toEqual(rebuilt.search(q))
+          expect(index.search(q, { boost: { body: 2 } })).toEqual(rebuilt.search(q, { boost: { body: 2 } }))
+        }
+      }
+    }
+    // "apple" is in both fields of every document: 10 live entries; dead ones are dropped once they outnumber them.
+    const apple = (index as unknown as { postings: Map<string, { count: number; dead: number }> }).postings.get("appl")!
+    expect(apple.count - apple.dead).toBe(10)
+    expect(apple.count).toBeLessThanOrEqual(2 * 10 + 8)
+  })
+
+  it("retires an ordinal whose version is exhausted and keeps the document findable", () => {
+    const index = new FullTextIndex()
+    index.upsert("a", { t: "apple pie" })
+    index.upsert("b", { t: "apple dog" })
+    const internals = index as unknown as { docVersions: Int32Array; ordByKey: Map<string, number> }
+    const ord = internals.ordByKey.get("a")!
+    internals.docVersions[ord] = 0x7fffffff - 1
+    index.upsert("a", { t: "apple zeta" })
+    expect(internals.ordByKey.get("a")).not.toBe(ord)
+    index.upsert("c", { t: "zeta" })
+    expect(internals.ordByKey.get("c")).not.toBe(ord)
+    const expected = rebuild(new Map<string, unknown>([["a", { t: "apple zeta" }], ["b", { t: "apple dog" }], ["c", { t: "zeta" }]]))
+    for (const q of ["apple", "zeta", "pie", "dog zeta"]) expect(index.search(q)).toEqual(expected.search(q))
+  })
+
+  it("finds a word again after its posting was swept (the word → posting table is emptied with the postings)", () => {
+    const index = new FullTextIndex()
+    index.upsert("keep", { t: "common" })
+    index.upsert("churn", { t: "comeback" })
+    for (let i = 0; i < 3000; i++) index.upsert("churn", { t: `filler${i.toString(36)}x` })
+    expect(postingCount(index)).toBeLessThan(1500)
+    index.upsert("churn", { t: "comeback common" })
+    expect(index.search("comeback").map((hit) => hit.key)).toEqual(["churn"])
+    expect(index.search("comeback common")).toEqual(
+      rebuild(new Map<string, unknown>([["keep", { t: "common" }], ["churn", { t: "comeback common" }]])).search("comeback common")
+    )
+  })
 })
