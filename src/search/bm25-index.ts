@@ -101,13 +101,17 @@ interface IndexedDoc {
   /** Combined token count (dl) over all indexed fields. */
   length: number
   /**
-   * Flat (posting, tf) pairs, one per distinct term of each field, grouped by field. Referencing the posting
+   * Flat (posting, tf) pairs, one per distinct term of each field, grouped by field, in
+   * `[0, entryCount(doc))`: the array is reused across versions and may be longer. Referencing the posting
    * (not the token string) shares one term string per index instead of one per document.
    */
   readonly entries: Array<Posting | number>
   /** Flat (fieldId, fieldTokenCount, entryEndSlot) triples for the fields with at least one token. */
   readonly fields: number[]
 }
+
+/** Used length of `doc.entries`: the end slot of its last field. */
+const entryCount = (doc: IndexedDoc): number => doc.fields[doc.fields.length - 1]! * STRIDE
 
 interface FieldStats {
   readonly name: string
@@ -244,7 +248,7 @@ export class FullTextIndex {
       grown.set(this.docVersions)
       this.docVersions = grown
     }
-    const entries = this.appendEntries(ord, this.docVersions[ord]!, fieldCount, [])
+    const entries = this.appendEntries(ord, this.docVersions[ord]!, fieldCount, [], 0)
     const fields = this.addFieldStats(fieldCount, [])
     let length = 0
     for (let f = 0; f < fields.length; f += FIELD_STRIDE) length += fields[f + 1]!
@@ -257,15 +261,20 @@ export class FullTextIndex {
 
   /**
    * Adds the tokenized document (the upsert scratch) to its postings under (`ord`, `version`), counting df
-   * once per distinct term; writes the document's (posting, tf) entries into `entries` (from index 0) and
-   * returns it.
+   * once per distinct term; writes the document's (posting, tf) entries into `entries` (from index 0;
+   * `[end, staleEnd)` is cleared, so the array keeps no posting alive) and returns it.
    */
-  private appendEntries(ord: number, version: number, fieldCount: number, entries: Array<Posting | number>): Array<Posting | number> {
+  private appendEntries(
+    ord: number,
+    version: number,
+    fieldCount: number,
+    entries: Array<Posting | number>,
+    staleEnd: number
+  ): Array<Posting | number> {
     const fieldScratch = this.fieldScratch
     const distinctPostings = this.distinctPostings
     const distinctTfs = this.distinctTfs
     const distinct = fieldScratch[FIELD_STRIDE * (fieldCount - 1) + 2]!
-    entries.length = distinct * STRIDE
     const stamp = ++this.removals
     let slot = 0
     for (let f = 0; f < fieldCount; f++) {
@@ -283,6 +292,7 @@ export class FullTextIndex {
         entries[slot * STRIDE + 1] = tf
       }
     }
+    for (let i = distinct * STRIDE; i < staleEnd; i++) entries[i] = 0
     return entries
   }
 
@@ -291,9 +301,9 @@ export class FullTextIndex {
    * once per distinct term. A posting left without documents is emptied at once; one with many dead entries
    * is compacted.
    */
-  private retireEntries(entries: ReadonlyArray<Posting | number>): void {
+  private retireEntries(entries: ReadonlyArray<Posting | number>, end: number): void {
     const stamp = ++this.removals
-    for (let i = 0; i < entries.length; i += STRIDE) {
+    for (let i = 0; i < end; i += STRIDE) {
       const posting = entries[i] as Posting
       posting.dead++
       if (posting.removalStamp !== stamp) {
@@ -304,8 +314,8 @@ export class FullTextIndex {
   }
 
   /** After `retireEntries`: empties or compacts the postings `entries` refer to. */
-  private tidyPostings(entries: ReadonlyArray<Posting | number>): void {
-    for (let i = 0; i < entries.length; i += STRIDE) {
+  private tidyPostings(entries: ReadonlyArray<Posting | number>, end: number): void {
+    for (let i = 0; i < end; i += STRIDE) {
       const posting = entries[i] as Posting
       if (posting.df === 0) {
         // No document left: every entry is dead.
@@ -352,9 +362,10 @@ export class FullTextIndex {
     if (fieldCount === 0) return this.removeDocument(key)
     const doc = this.docs[ord]!
     const version = ++this.docVersions[ord]!
-    this.retireEntries(doc.entries)
-    this.tidyPostings(doc.entries)
-    this.appendEntries(ord, version, fieldCount, doc.entries)
+    const oldEnd = entryCount(doc)
+    this.retireEntries(doc.entries, oldEnd)
+    this.tidyPostings(doc.entries, oldEnd)
+    this.appendEntries(ord, version, fieldCount, doc.entries, oldEnd)
     this.subtractFieldStats(doc.fields)
     const fields = this.addFieldStats(fieldCount, doc.fields)
     let length = 0
@@ -375,7 +386,7 @@ export class FullTextIndex {
   /** Adds the tokenized fields' statistics; writes the document's (fieldId, length, end) triples into `fields`. */
   private addFieldStats(fieldCount: number, fields: number[]): number[] {
     const fieldScratch = this.fieldScratch
-    fields.length = fieldCount * FIELD_STRIDE
+    if (fields.length !== fieldCount * FIELD_STRIDE) fields.length = fieldCount * FIELD_STRIDE
     for (let f = 0; f < fieldCount * FIELD_STRIDE; f += FIELD_STRIDE) {
       const stats = this.fieldStats[fieldScratch[f]!]!
       stats.docCount++
@@ -392,8 +403,8 @@ export class FullTextIndex {
     if (ord === undefined) return
     const doc = this.docs[ord]!
     const version = ++this.docVersions[ord]!
-    this.retireEntries(doc.entries)
-    this.tidyPostings(doc.entries)
+    this.retireEntries(doc.entries, entryCount(doc))
+    this.tidyPostings(doc.entries, entryCount(doc))
     this.subtractFieldStats(doc.fields)
     this.docs[ord] = undefined
     this.docLengths[ord] = 0
@@ -449,10 +460,13 @@ export class FullTextIndex {
     const ord = this.ordByKey.get(key)
     if (ord === undefined || queryTokens.length === 0) return undefined
     const doc = this.docs[ord]!
+    // The quick "no query term here" check costs tokens × entries; long queries go straight to the general path.
+    if (queryTokens.length <= 16 && !this.containsAnyTerm(doc, queryTokens)) return undefined
     const tfByTerm = new Map<string, number>()
     for (const token of queryTokens) tfByTerm.set(token, 0)
     const { entries } = doc
-    for (let i = 0; i < entries.length; i += STRIDE) {
+    const end = entryCount(doc)
+    for (let i = 0; i < end; i += STRIDE) {
       const posting = entries[i] as Posting
       const tf = tfByTerm.get(posting.term)
       if (tf !== undefined) {
@@ -472,6 +486,18 @@ export class FullTextIndex {
     if (matchedTerms.length === 0 || !(score > 0)) return undefined
     if (options.minScore !== undefined && !(score >= options.minScore)) return undefined
     return { score, matchedTerms }
+  }
+
+  /** Whether `doc` contains one of `tokens` (a live search's usual answer is no: this allocates nothing). */
+  private containsAnyTerm(doc: IndexedDoc, tokens: ReadonlyArray<string>): boolean {
+    const entries = doc.entries
+    const end = entryCount(doc)
+    for (const token of tokens) {
+      const posting = this.postings.get(token)
+      if (posting === undefined || posting.df === 0) continue
+      for (let i = 0; i < end; i += STRIDE) if (entries[i] === posting) return true
+    }
+    return false
   }
 
   private fieldId(name: string): number {
@@ -757,8 +783,9 @@ export class FullTextIndex {
       return matched
     }
     const present = new Set<string>()
-    const { entries } = this.docs[ord]!
-    for (let i = 0; i < entries.length; i += STRIDE) present.add((entries[i] as Posting).term)
+    const doc = this.docs[ord]!
+    const end = entryCount(doc)
+    for (let i = 0; i < end; i += STRIDE) present.add((doc.entries[i] as Posting).term)
     return terms.filter((term) => present.has(term))
   }
 }
