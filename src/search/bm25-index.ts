@@ -37,8 +37,8 @@ const FIELD = 2
 const TF = 3
 /** Entries a new posting has room for; capacity doubles when full. */
 const INITIAL_POSTING_CAPACITY = 2
-/** A posting is compacted once it holds at least this many dead entries and more dead than live ones. */
-const COMPACT_MIN_DEAD = 8
+/** A posting is compacted once it holds at least this many dead entries and more than half as many as live ones. */
+const COMPACT_MIN_DEAD = 2
 /**
  * Versions count up per ordinal and are never reused; an ordinal whose version reaches this is retired
  * (its document moves to a fresh ordinal), so a stale entry can never look current again.
@@ -50,8 +50,8 @@ const MAX_VERSION = 0x7fffffff
  * Entries are interleaved in one typed array (no per-entry boxing) and are never moved when their
  * document changes: a replaced or removed document's entries just stop being current (their version is
  * older than the document's, see `FullTextIndex.docVersions`) and count as `dead`. Compaction drops dead
- * entries in one sequential pass once they outnumber the live ones, so a posting holds at most about
- * twice its live entries. (Removing entries in place needs a back-pointer update in another document per
+ * entries in one sequential pass once they reach half the live ones, so a posting holds at most about
+ * 1.5× its live entries. (Removing entries in place needs a back-pointer update in another document per
  * removal: a cache miss per term that dominated indexing time in a running server.)
  */
 class Posting {
@@ -321,7 +321,7 @@ export class FullTextIndex {
         // No document left: every entry is dead.
         posting.count = 0
         posting.dead = 0
-      } else if (posting.dead >= COMPACT_MIN_DEAD && posting.dead * 2 > posting.count) this.compact(posting)
+      } else if (posting.dead >= COMPACT_MIN_DEAD && posting.dead * 3 > posting.count) this.compact(posting)
     }
   }
 
@@ -343,8 +343,10 @@ export class FullTextIndex {
     }
     posting.count = w / POSTING_STRIDE
     posting.dead = 0
+    // Appends double the array; one left over 4× its live entries goes back to 2× (at most one copy per
+    // compaction, which comes after ~count/2 writes to the term).
     const capacity = Math.max(INITIAL_POSTING_CAPACITY, posting.count * 2) * POSTING_STRIDE
-    if (data.length >= 4 * capacity) posting.data = data.slice(0, capacity)
+    if (data.length >= 2 * capacity) posting.data = data.slice(0, capacity)
   }
 
   /**
