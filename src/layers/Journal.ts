@@ -186,19 +186,22 @@ export class Journal extends Effect.Service<Journal>()("tessera/Journal", {
     const ring = new Ring(Math.max(1, config.journalCapacity))
     const subscriptions = new Map<string, Map<string, JournalSubscription>>()
 
-    // Continue after the highest sequence ever reserved (behavior.md §3.23: never reused).
+    // Continue after the highest sequence ever reserved (behavior.md §3.23: never reused). Sequences are
+    // per node: nodes sharing one database (a cluster) each keep their own reservation, and read the
+    // single-node key too, so a store that served one node before keeps its numbers growing. A failed read
+    // fails the start: numbering from 0 instead could reuse sequences.
+    const seqMetaKey = config.cluster === "single" ? SEQ_META_KEY : `${SEQ_META_KEY}:${config.nodeId}`
+    const readReserved = (key: string) =>
+      storage.getMeta(key).pipe(Effect.map(Option.match({ onNone: () => 0, onSome: (v) => Number(v) || 0 })))
     const reserved = storage.durable
-      ? yield* storage.getMeta(SEQ_META_KEY).pipe(
-        Effect.map(Option.match({ onNone: () => 0, onSome: (v) => Number(v) || 0 })),
-        Effect.orElseSucceed(() => 0)
-      )
+      ? Math.max(yield* readReserved(SEQ_META_KEY), seqMetaKey === SEQ_META_KEY ? 0 : yield* readReserved(seqMetaKey))
       : 0
     let lastSeq = reserved
     let reservedUpTo = reserved
     const reserve = () => {
       if (!storage.durable) return
       reservedUpTo = lastSeq + SEQ_BLOCK
-      writeBehind.submitUnsafe([{ _tag: "Meta", key: SEQ_META_KEY, value: String(reservedUpTo) }])
+      writeBehind.submitUnsafe([{ _tag: "Meta", key: seqMetaKey, value: String(reservedUpTo) }])
     }
     if (enabled) reserve()
 

@@ -196,4 +196,27 @@ describe.skipIf(!hasPostgres)("cluster on PostgreSQL: three processes", () => {
     put(b, "after", "missed", "late", "x", { millis: Date.now(), counter: 0, nodeId: "client-b" })
     await sub.next("SERVER_EVENT", (m) => m.payload.key === "late", 10_000)
   }, 60_000)
+
+  it("each node keeps its own journal sequence reservation in the shared database, and continues after it on restart", async () => {
+    const reservations = async () =>
+      new Map((await cluster.query<{ key: string; value: string }>("SELECT key, value FROM tessera_meta WHERE key LIKE 'journal:reservedSequence%'"))
+        .map((r) => [r.key, Number(r.value)]))
+    // Written by each node at start; no node overwrites another's (they all number their own events).
+    const before = await reservations()
+    expect([...before.keys()].sort()).toEqual(NODES.map((n) => `journal:reservedSequence:${n}`))
+    // Node C restarts with a reservation far above the others': its events continue after its own.
+    const old = cluster.nodes.get("node-c")!
+    old.child.kill("SIGKILL")
+    await old.exited
+    await cluster.query("UPDATE tessera_meta SET value = '50000' WHERE key = 'journal:reservedSequence:node-c'")
+    const restarted = await cluster.start("node-c")
+    const c = await TestClient.authed(restarted.url)
+    clients.push(c)
+    c.send({ type: "JOURNAL_SUBSCRIBE", requestId: "j", mapName: "journaled" })
+    await c.sync()
+    put(c, "j1", "journaled", "k", 1, { millis: Date.now(), counter: 0, nodeId: "client-c" })
+    const event = await c.next("JOURNAL_EVENT", (m) => m.event.key === "k", 10_000)
+    expect(event.event).toMatchObject({ nodeId: "node-c", sequence: "50001" })
+    await eventually("C's next block is reserved", async () => (await reservations()).get("journal:reservedSequence:node-c") === 51_000)
+  }, 60_000)
 })

@@ -211,4 +211,41 @@ describe.skipIf(!hasPostgres)("PostgreSQL cluster layer (in-process nodes)", () 
       expect(merged).toEqual(mergeCounter(normalizeCounterState(s1)!, normalizeCounterState(s2)!))
     }), { numRuns: 25 })
   })
+
+  it("a batch publishes exactly the rows that won their merge, numbered gap-free per partition (a batch of puts, and puts with a meta row)", async () => {
+    const t = Date.now()
+    const keys = Array.from({ length: 60 }, (_, i) => `key-${i}`)
+    // Ten keys already hold newer values in the database: their puts lose and must not be published.
+    for (const key of keys.slice(0, 10)) {
+      await db.query(
+        "INSERT INTO tessera_lww (map_name,key,value,ts_millis,ts_counter,ts_node_id,ttl_ms,stored_millis,stored_counter,stored_node_id) " +
+          "VALUES ('numbered', $1, '\"newer\"', $2, 0, 'z', NULL, $2, 0, 'z')",
+        [key, t + 10_000]
+      )
+    }
+    const puts = (value: string, from: number, to: number) =>
+      keys.slice(from, to).map((key) => ({ _tag: "LwwPut" as const, mapName: "numbered", key, record: { value, timestamp: ts(t) }, storedAt: ts(t) }))
+    await valueOn(b, "numbered", "none") // B has the map loaded, so it applies what A publishes
+    const resyncsBefore = (await b.run(Effect.flatMap(PostgresClusterInfo, (i) => i.status))).resyncs
+    const numbered = async () => (await db.query("SELECT sum(seq)::int AS n FROM tessera_change_seq WHERE partition_id < 271")).rows[0].n as number
+    const numberedBefore = await numbered()
+    // A batch of puts only, then puts with a meta row (one more statement in the transaction).
+    await a.run(Effect.flatMap(Storage, (s) => s.write(puts("one", 0, 40))))
+    await a.run(Effect.flatMap(Storage, (s) => s.write([...puts("two", 40, 60), { _tag: "Meta", key: "numbered-meta", value: "x" }])))
+    // Exactly the 50 winners got numbers (counters are never trimmed, unlike the rows).
+    expect(await numbered()).toBe(numberedBefore + 50)
+    const applied = () => b.changes.filter((c) => c.mapName === "numbered")
+    await eventually("B applied A's published rows", () => applied().length >= 50)
+    expect(applied().map((c) => c.key).sort()).toEqual(keys.slice(10).sort())
+    expect(applied().every((c) => c.after === (keys.indexOf(c.key) < 40 ? "one" : "two"))).toBe(true)
+    // Read in order without a gap (a gap would have made B re-sync from the stored state).
+    expect((await b.run(Effect.flatMap(PostgresClusterInfo, (i) => i.status))).resyncs).toBe(resyncsBefore)
+    // Every partition's rows, whoever wrote them, are 1..n up to its counter (nothing trimmed in between).
+    const all = (await db.query("SELECT partition_id, min(seq)::int AS lo, max(seq)::int AS hi, count(*)::int AS n FROM tessera_changes WHERE partition_id < 271 GROUP BY partition_id")).rows
+    const counters = new Map((await db.query("SELECT partition_id, seq::int AS seq FROM tessera_change_seq")).rows.map((r) => [r.partition_id, r.seq]))
+    for (const r of all) {
+      expect(r.hi - r.lo + 1).toBe(r.n)
+      expect(counters.get(r.partition_id)).toBe(r.hi)
+    }
+  })
 })
