@@ -298,8 +298,7 @@ export class FullTextIndex {
 
   /**
    * Marks a document's entries dead (the caller has already moved its ordinal to a new version): df drops
-   * once per distinct term. A posting left without documents is emptied at once; one with many dead entries
-   * is compacted.
+   * once per distinct term.
    */
   private retireEntries(entries: ReadonlyArray<Posting | number>, end: number): void {
     const stamp = ++this.removals
@@ -313,7 +312,10 @@ export class FullTextIndex {
     }
   }
 
-  /** After `retireEntries`: empties or compacts the postings `entries` refer to. */
+  /**
+   * After `retireEntries`: a posting left without documents is emptied at once, one whose dead entries
+   * reach half its live ones is compacted.
+   */
   private tidyPostings(entries: ReadonlyArray<Posting | number>, end: number): void {
     for (let i = 0; i < end; i += STRIDE) {
       const posting = entries[i] as Posting
