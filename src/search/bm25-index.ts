@@ -176,6 +176,9 @@ export class FullTextIndex {
   private readonly fieldStats: FieldStats[] = []
   private readonly postings = new Map<string, Posting>()
   private readonly ordByKey = new Map<string, number>()
+  /** `ordOf`'s memory of the latest key written and its ordinal. */
+  private recentKey: string | undefined
+  private recentOrd: number | undefined
   private readonly docs: Array<IndexedDoc | undefined> = []
   private readonly docLengths: number[] = []
   private readonly freeOrds: number[] = []
@@ -217,31 +220,47 @@ export class FullTextIndex {
   }
 
   has(key: string): boolean {
-    return this.ordByKey.has(key)
+    return this.ordOf(key) !== undefined
   }
 
   clear(): void {
-    for (const key of [...this.ordByKey.keys()]) this.removeDocument(key)
+    for (const [key, ord] of [...this.ordByKey]) this.removeDocument(key, ord)
     this.sweepEmptyPostings(true)
   }
 
   /** Indexes (or re-indexes) `value` under `key`; a non-object or a document without tokens is not indexed. */
   upsert(key: string, value: unknown): void {
-    const ord = this.ordByKey.get(key)
-    if (!isDocument(value)) this.removeDocument(key)
-    else if (ord === undefined) this.addDocument(key, value)
+    const ord = this.ordOf(key)
+    if (!isDocument(value)) {
+      if (ord !== undefined) this.removeDocument(key, ord)
+    } else if (ord === undefined) this.addDocument(key, value)
     else this.replaceDocument(key, ord, value)
     this.sweepEmptyPostings(false)
   }
 
   remove(key: string): void {
-    this.removeDocument(key)
+    const ord = this.ordOf(key)
+    if (ord !== undefined) this.removeDocument(key, ord)
     this.sweepEmptyPostings(false)
+  }
+
+  /**
+   * The ordinal of `key` (undefined: not indexed). The latest key written is remembered: a live search
+   * scores the document its change just indexed, and a map lookup per change showed in server profiles.
+   */
+  private ordOf(key: string): number | undefined {
+    return key === this.recentKey ? this.recentOrd : this.ordByKey.get(key)
+  }
+
+  /** Records `key`'s ordinal after each write of it; every change of `ordByKey` goes through here. */
+  private remember(key: string, ord: number | undefined): void {
+    this.recentKey = key
+    this.recentOrd = ord
   }
 
   private addDocument(key: string, value: Record<string, unknown>): void {
     const fieldCount = this.tokenizeFields(value)
-    if (fieldCount === 0) return
+    if (fieldCount === 0) return this.remember(key, undefined)
     const ord = this.freeOrds.pop() ?? this.docs.length
     if (ord >= this.docVersions.length) {
       const grown = new Int32Array(Math.max(ord + 1, this.docVersions.length * 2))
@@ -255,6 +274,7 @@ export class FullTextIndex {
     this.docs[ord] = { key, length, entries, fields }
     this.docLengths[ord] = length
     this.ordByKey.set(key, ord)
+    this.remember(key, ord)
     this.docCount++
     this.totalLength += length
   }
@@ -358,12 +378,12 @@ export class FullTextIndex {
   private replaceDocument(key: string, ord: number, value: Record<string, unknown>): void {
     if (this.docVersions[ord]! >= MAX_VERSION - 1) {
       // Retire the ordinal (removeDocument does not free it at this version) and index under a fresh one.
-      this.removeDocument(key)
+      this.removeDocument(key, ord)
       this.addDocument(key, value)
       return
     }
     const fieldCount = this.tokenizeFields(value)
-    if (fieldCount === 0) return this.removeDocument(key)
+    if (fieldCount === 0) return this.removeDocument(key, ord)
     const doc = this.docs[ord]!
     const version = ++this.docVersions[ord]!
     const oldEnd = entryCount(doc)
@@ -377,6 +397,7 @@ export class FullTextIndex {
     this.totalLength += length - doc.length
     doc.length = length
     this.docLengths[ord] = length
+    this.remember(key, ord)
   }
 
   private subtractFieldStats(fields: ReadonlyArray<number>): void {
@@ -402,9 +423,7 @@ export class FullTextIndex {
     return fields
   }
 
-  private removeDocument(key: string): void {
-    const ord = this.ordByKey.get(key)
-    if (ord === undefined) return
+  private removeDocument(key: string, ord: number): void {
     const doc = this.docs[ord]!
     const version = ++this.docVersions[ord]!
     this.retireEntries(doc.entries, entryCount(doc))
@@ -414,6 +433,7 @@ export class FullTextIndex {
     this.docLengths[ord] = 0
     if (version < MAX_VERSION) this.freeOrds.push(ord)
     this.ordByKey.delete(key)
+    this.remember(key, undefined)
     this.docCount--
     this.totalLength -= doc.length
   }
@@ -461,7 +481,7 @@ export class FullTextIndex {
     queryTokens: ReadonlyArray<string>,
     options: { readonly minScore?: number } = {}
   ): DocumentScore | undefined {
-    const ord = this.ordByKey.get(key)
+    const ord = this.ordOf(key)
     if (ord === undefined || queryTokens.length === 0) return undefined
     const doc = this.docs[ord]!
     // The quick "no query term here" check costs tokens × entries; long queries go straight to the general path.

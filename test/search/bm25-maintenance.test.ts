@@ -41,6 +41,7 @@ describe("FullTextIndex in-place maintenance", () => {
           }
           const rebuilt = rebuild(docs, fields)
           expect(index.size).toBe(rebuilt.size)
+          for (let k = 0; k < 4; k++) expect(index.has(`k${k}`)).toBe(rebuilt.has(`k${k}`))
           for (const q of queries) {
             for (const options of OPTIONS) expect(index.search(q, options)).toEqual(rebuilt.search(q, options))
             for (const key of docs.keys()) expect(index.scoreDocument(key, tokenize(q))).toEqual(rebuilt.scoreDocument(key, tokenize(q)))
