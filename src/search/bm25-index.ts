@@ -61,7 +61,7 @@ class Posting {
   dead = 0
   data = new Int32Array(INITIAL_POSTING_CAPACITY * POSTING_STRIDE)
   /** Pass that last counted this posting's df (a term can repeat across a document's fields). */
-  removalStamp = 0
+  dfStamp = 0
   /** Upsert scratch (no Map per field): the field being tokenized that last saw this term, and its tf there. */
   fieldStamp = 0
   fieldTf = 0
@@ -184,8 +184,8 @@ export class FullTextIndex {
   private readonly freeOrds: number[] = []
   /** Per ordinal: the version its current entries carry (entries with another version are dead). */
   private docVersions = new Int32Array(64)
-  /** Counter for `Posting.removalStamp`. */
-  private removals = 0
+  /** Counter for `Posting.dfStamp` (one per pass that counts df up or down). */
+  private dfPasses = 0
   /** Counter for `Posting.fieldStamp`. */
   private tokenizedFields = 0
   /** Postings in `postings` with df 0 (kept for reuse, swept in bulk). */
@@ -295,7 +295,7 @@ export class FullTextIndex {
     const distinctPostings = this.distinctPostings
     const distinctTfs = this.distinctTfs
     const distinct = fieldScratch[FIELD_STRIDE * (fieldCount - 1) + 2]!
-    const stamp = ++this.removals
+    const stamp = ++this.dfPasses
     let slot = 0
     for (let f = 0; f < fieldCount; f++) {
       const fieldId = fieldScratch[f * FIELD_STRIDE]!
@@ -303,8 +303,8 @@ export class FullTextIndex {
       for (; slot < end; slot++) {
         const posting = distinctPostings[slot]!
         const tf = distinctTfs[slot]!
-        if (posting.removalStamp !== stamp) {
-          posting.removalStamp = stamp
+        if (posting.dfStamp !== stamp) {
+          posting.dfStamp = stamp
           if (posting.df++ === 0) this.emptyPostings--
         }
         posting.append(ord, version, fieldId, tf)
@@ -321,12 +321,12 @@ export class FullTextIndex {
    * once per distinct term.
    */
   private retireEntries(entries: ReadonlyArray<Posting | number>, end: number): void {
-    const stamp = ++this.removals
+    const stamp = ++this.dfPasses
     for (let i = 0; i < end; i += STRIDE) {
       const posting = entries[i] as Posting
       posting.dead++
-      if (posting.removalStamp !== stamp) {
-        posting.removalStamp = stamp
+      if (posting.dfStamp !== stamp) {
+        posting.dfStamp = stamp
         if (--posting.df === 0) this.emptyPostings++
       }
     }
